@@ -1,0 +1,291 @@
+"""Operator base classes: the bookkeeping lives here so concrete operators are pure logic.
+
+Every operator is called by executors through `Op.run(batch, ledger)`, which
+splits the batch to the operator's `batch_size`, times it, counts rows in and
+out, and isolates failures: if a batch raises, it is retried row by row and
+only the rows that still fail are quarantined with their error.
+
+Concrete operators implement one small method set:
+- `Mapper.process(batch) -> batch`
+- `Filter.compute_stats(batch)` and `Filter.keep(batch) -> list[bool]`
+  (or `RangeFilter.compute(batch) -> list` for the common min/max case)
+- `Deduplicator.compute_hash(batch) -> list[key]` plus a `DedupIndex`
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Hashable
+from typing import Any, ClassVar, Literal
+
+from .batch import Batch, SampleRef
+from .ledger import FilteredRecord, Ledger, QuarantineRecord
+
+# Data-Juicer's per-op keyword arguments that have no meaning here. They are
+# accepted (with a warning from the recipe loader) so its recipes run unchanged.
+IGNORED_OP_ARGS = frozenset(
+    {
+        "audio_key", "video_key", "image_bytes_key", "system_key", "instruction_key",
+        "prompt_key_", "query_key", "response_key", "history_key", "index_key",
+        "skip_op_error", "turbo", "work_dir", "cpu_required", "gpu_required",
+        "mem_required", "memory", "num_cpus", "num_gpus", "runtime_env", "batch_mode",
+        "ray_execution_mode", "stats_export_path", "audio_special_token",
+        "video_special_token",
+    }
+)  # fmt: skip
+
+DEDUP_KEY = "__dj__dedup_key__"  # column carrying hash keys from workers to the dedup index
+
+
+class Op:
+    """Common arguments and the guarded `run` loop."""
+
+    name: ClassVar[str] = "op"  # set by @register
+    accelerator: str = "cpu"  # class default; "cuda" for model operators
+    default_batch_size: ClassVar[int] = 1000
+
+    def __init__(
+        self,
+        *,
+        text_key: str | None = None,
+        image_key: str | None = None,
+        image_special_token: str | None = None,
+        eoc_special_token: str | None = None,
+        batch_size: int | None = None,
+        num_proc: int | None = None,
+        accelerator: Literal["cpu", "cuda"] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        unknown = set(kwargs) - IGNORED_OP_ARGS
+        if unknown:
+            raise TypeError(f"{self.name}: unknown argument(s) {sorted(unknown)}")
+        self.text_key = text_key
+        self.image_key = image_key
+        self.image_special_token = image_special_token
+        self.eoc_special_token = eoc_special_token
+        self.batch_size = batch_size or self.default_batch_size
+        self.num_proc = num_proc
+        if accelerator is not None:
+            self.accelerator = accelerator
+        self.index = 0  # position in the recipe, set by the plan
+
+    # -- what executors call ------------------------------------------
+    def run(self, batch: Batch, ledger: Ledger) -> Batch:
+        """Apply to `batch`, recording counts, time, drops and errors in `ledger`."""
+        start = time.perf_counter()
+        metrics = ledger.op(self.index)
+        parts = [self._guarded(part, ledger) for part in batch.slices(self.batch_size)]
+        out = parts[0] if len(parts) == 1 else Batch.concat(parts, batch.ctx)
+        metrics.n_in += len(batch)
+        metrics.n_out += len(out)
+        metrics.seconds += time.perf_counter() - start
+        return out
+
+    def _guarded(self, batch: Batch, ledger: Ledger) -> Batch:
+        try:
+            return self._apply(batch, ledger)
+        except Exception as exc:
+            if len(batch) == 1:
+                self._quarantine(batch, exc, ledger)
+                return batch.take([])
+        kept = []
+        for i in range(len(batch)):
+            row = batch.take([i])
+            try:
+                kept.append(self._apply(row, ledger))
+            except Exception as exc:
+                self._quarantine(row, exc, ledger)
+        return Batch.concat(kept, batch.ctx) if kept else batch.take([])
+
+    def _quarantine(self, row: Batch, exc: Exception, ledger: Ledger) -> None:
+        ledger.op(self.index).quarantined += 1
+        ledger.quarantined.append(
+            QuarantineRecord(self.name, _describe(exc), row.refs[0], row.rows()[0])
+        )
+
+    def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
+        raise NotImplementedError
+
+    # -- helpers for concrete operators --------------------------------
+    def __repr__(self) -> str:
+        return f"<{self.name} #{self.index}>"
+
+
+def _describe(exc: Exception) -> str:
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+class Mapper(Op):
+    """Rewrites samples. May add rows (synthesis); must not silently drop them."""
+
+    def process(self, batch: Batch) -> Batch:
+        raise NotImplementedError
+
+    def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
+        n_in = len(batch)
+        out = self.process(batch)
+        ledger.op(self.index).generated += len(out) - n_in
+        return out
+
+
+class Filter(Op):
+    """Computes stats into `__dj__stats__`, then keeps or drops each sample.
+
+    Data-Juicer's interval options are honoured: `min_closed_interval`,
+    `max_closed_interval` and `reversed_range` (keep what is outside the range).
+    """
+
+    stats_keys: ClassVar[tuple[str, ...]] = ()
+
+    def __init__(
+        self,
+        *,
+        min_closed_interval: bool = True,
+        max_closed_interval: bool = True,
+        reversed_range: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.reversed_range = reversed_range
+        self.min_closed_interval = min_closed_interval != reversed_range
+        self.max_closed_interval = max_closed_interval != reversed_range
+
+    def compute_stats(self, batch: Batch) -> None:
+        raise NotImplementedError
+
+    def keep(self, batch: Batch) -> list[bool]:
+        raise NotImplementedError
+
+    def reason(self, stats: dict[str, Any]) -> str:
+        """Why a sample was dropped, from its stats; shown in the filtered files."""
+        shown = ", ".join(f"{k}={_short(stats.get(k))}" for k in self.stats_keys)
+        return shown or "rejected"
+
+    def in_range(self, value: float, low: float | None, high: float | None) -> bool:
+        """Data-Juicer's `get_keep_boolean`."""
+        ok = True
+        if low is not None:
+            ok = value >= low if self.min_closed_interval else value > low
+        if ok and high is not None:
+            ok = value <= high if self.max_closed_interval else value < high
+        return ok != self.reversed_range
+
+    def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
+        self.compute_stats(batch)
+        keep = self.keep(batch)
+        if len(keep) != len(batch):
+            raise RuntimeError(f"{self.name}.keep returned {len(keep)} flags for {len(batch)} rows")
+        dropped = [i for i, k in enumerate(keep) if not k]
+        if not dropped:
+            return batch
+        stats = batch.stats
+        rows = batch.take(dropped).rows()
+        for i, row in zip(dropped, rows):
+            ledger.filtered.append(
+                FilteredRecord(self.index, self.name, self.reason(stats[i]), batch.refs[i], row)
+            )
+        ledger.op(self.index).filtered += len(dropped)
+        return batch.take([i for i, k in enumerate(keep) if k])
+
+
+class RangeFilter(Filter):
+    """A filter on one stat against `[min, max]`: implement `compute` only.
+
+    `compute` returns one value per sample: a number, or a list of numbers (one
+    per image) judged with `any_or_all`; an empty list keeps the sample.
+    """
+
+    stats_key: ClassVar[str]
+    min_arg: ClassVar[str]
+    max_arg: ClassVar[str]
+    any_or_all: str = "any"
+
+    def compute(self, batch: Batch) -> list[Any]:
+        raise NotImplementedError
+
+    def compute_stats(self, batch: Batch) -> None:
+        values = self.compute(batch)
+        for stats, value in zip(batch.stats, values):
+            stats[self.stats_key] = value
+
+    def keep(self, batch: Batch) -> list[bool]:
+        low, high = getattr(self, self.min_arg), getattr(self, self.max_arg)
+        flags = []
+        for stats in batch.stats:
+            value = stats[self.stats_key]
+            if isinstance(value, list):
+                oks = [self.in_range(v, low, high) for v in value]
+                flags.append(not oks or (any(oks) if self.any_or_all == "any" else all(oks)))
+            else:
+                flags.append(self.in_range(value, low, high))
+        return flags
+
+    def reason(self, stats: dict[str, Any]) -> str:
+        low, high = getattr(self, self.min_arg), getattr(self, self.max_arg)
+        span = f"[{_short(low)}, {_short(high)}]"
+        if self.reversed_range:
+            return f"{self.stats_key}={_short(stats.get(self.stats_key))} inside {span} (reversed_range)"
+        qualifier = f" ({self.any_or_all})" if isinstance(stats.get(self.stats_key), list) else ""
+        return f"{self.stats_key}={_short(stats.get(self.stats_key))} outside {span}{qualifier}"
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, float):
+        if math.isinf(value) or value >= 2**62:
+            return "inf"
+        return f"{value:.4g}"
+    if isinstance(value, int) and value >= 2**62:
+        return "inf"
+    if isinstance(value, list):
+        return "[" + ", ".join(_short(v) for v in value[:8]) + (", ...]" if len(value) > 8 else "]")
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+class DedupIndex:
+    """Decides, in input order and in one place, whether a hashed sample is new."""
+
+    def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
+        """None to keep the sample; otherwise the reason it is a duplicate."""
+        raise NotImplementedError
+
+
+class ExactIndex(DedupIndex):
+    """First occurrence in input order wins; a None key is never a duplicate."""
+
+    def __init__(self) -> None:
+        self.first: dict[Hashable, tuple[int, Any]] = {}
+
+    def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
+        if key is None:
+            return None
+        seen = self.first.setdefault(key, (ref.ordinal, sample_id))
+        if seen[0] == ref.ordinal:
+            return None
+        who = f"id={seen[1]!r} " if seen[1] is not None else ""
+        return f"duplicate of {who}(input sample #{seen[0]})"
+
+
+class Deduplicator(Op):
+    """Hashes samples in parallel (`compute_hash`); a `DedupIndex` keeps or drops them.
+
+    Executors run `run` (which stores keys in the `__dj__dedup_key__` column)
+    inside the parallel stage, then feed keys to `new_index()` in input order,
+    so the kept sample is the same whatever the parallelism.
+    """
+
+    def compute_hash(self, batch: Batch) -> list[Hashable | None]:
+        raise NotImplementedError
+
+    def new_index(self) -> DedupIndex:
+        return ExactIndex()
+
+    def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
+        keys = self.compute_hash(batch)
+        if len(keys) != len(batch):
+            raise RuntimeError(
+                f"{self.name}.compute_hash returned {len(keys)} keys for {len(batch)}"
+            )
+        batch.columns[DEDUP_KEY] = keys
+        return batch

@@ -1,0 +1,158 @@
+"""Reading images once per batch, and only as deeply as an operator needs.
+
+Three depths, cheapest first: the file size (a `stat`), the header (width,
+height, format; no pixel decode) and the pixels (one shared RGB decode per
+image per batch). Operators that want a small picture (hashing) get a JPEG
+draft decode at reduced scale, or the full decode if another operator already
+paid for it. Failures raise `MediaError`, which the executors turn into a
+quarantine record for the one sample that holds the bad image.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image, ImageFile, ImageOps
+
+# Pixel decodes above this many pixels are refused (a PNG header can claim
+# 40000x40000 and ask for gigabytes). Header reads never allocate pixels.
+MAX_DECODE_PIXELS = 20_000 * 20_000 // 4
+
+# Truncated files are errors, not silently grey-padded images (Data-Juicer sets
+# LOAD_TRUNCATED_IMAGES=True globally; the trainer's own loader would then fail).
+ImageFile.LOAD_TRUNCATED_IMAGES = False
+
+_ROTATED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations that swap width and height
+
+
+class MediaError(Exception):
+    """An image that cannot be used: missing, unreadable, not an image, too large."""
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    width: int  # as displayed, i.e. after EXIF orientation
+    height: int
+    format: str
+    mode: str
+
+
+def _open(path: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                return Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+    except FileNotFoundError:
+        raise MediaError(f"missing image: {path}") from None
+    except IsADirectoryError:
+        raise MediaError(f"image path is a directory: {path}") from None
+    except Exception as exc:  # PIL raises many types for junk input
+        raise MediaError(f"not a readable image: {path}: {exc}") from None
+
+
+def read_header(path: str) -> ImageHeader:
+    """Width/height/format from the file header, honouring EXIF rotation; no decode."""
+    img = _open(path)
+    with img:
+        width, height = img.size
+        try:
+            orientation = img.getexif().get(0x0112)
+        except Exception:
+            orientation = None
+        if orientation in _ROTATED_ORIENTATIONS:
+            width, height = height, width
+        return ImageHeader(width, height, img.format or "", img.mode)
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """RGB as a person would see it: EXIF-rotated, alpha over white, 16-bit scaled."""
+    img = ImageOps.exif_transpose(img)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        import numpy as np
+
+        arr = np.asarray(img, dtype=np.uint32)
+        peak = 65535 if img.mode.startswith("I;16") else max(int(arr.max()), 1)
+        img = Image.fromarray((arr * 255 // peak).astype("uint8"), mode="L")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA"):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def decode_rgb(path: str, reduce_to: int | None = None) -> Image.Image:
+    """Decode to RGB; with `reduce_to`, JPEGs decode at the smallest DCT scale >= that side."""
+    img = _open(path)
+    with img:
+        if img.width * img.height > MAX_DECODE_PIXELS:
+            raise MediaError(
+                f"image too large to decode: {path} is {img.width}x{img.height} "
+                f"(limit {MAX_DECODE_PIXELS} pixels)"
+            )
+        try:
+            if reduce_to and img.format == "JPEG":
+                img.draft("RGB", (reduce_to, reduce_to))
+            img.load()  # first frame of animations
+            return _to_rgb(img)
+        except MediaError:
+            raise
+        except Exception as exc:
+            raise MediaError(f"undecodable image: {path}: {exc}") from None
+
+
+class MediaCache:
+    """Per-batch cache: each image file is stat'ed, header-read and decoded at most once."""
+
+    def __init__(self) -> None:
+        self._sizes: dict[str, int] = {}
+        self._headers: dict[str, ImageHeader] = {}
+        self._rgb: dict[str, Image.Image] = {}
+        self._reduced: dict[tuple[str, int], Image.Image] = {}
+
+    def file_size(self, path: str) -> int:
+        if path not in self._sizes:
+            try:
+                self._sizes[path] = os.path.getsize(path)
+            except FileNotFoundError:
+                raise MediaError(f"missing image: {path}") from None
+            except OSError as exc:
+                raise MediaError(f"unreadable image: {path}: {exc}") from None
+        return self._sizes[path]
+
+    def header(self, path: str) -> ImageHeader:
+        if path not in self._headers:
+            if path in self._rgb:
+                img = self._rgb[path]
+                self._headers[path] = ImageHeader(img.width, img.height, "", "RGB")
+            else:
+                self._headers[path] = read_header(path)
+        return self._headers[path]
+
+    def rgb(self, path: str) -> Image.Image:
+        """The full-resolution RGB decode, shared by every operator in the batch."""
+        if path not in self._rgb:
+            self._rgb[path] = decode_rgb(path)
+        return self._rgb[path]
+
+    def small(self, path: str, min_side: int) -> Image.Image:
+        """An RGB image at least `min_side` on each side where the file allows (for hashing)."""
+        if path in self._rgb:
+            return self._rgb[path]
+        key = (path, min_side)
+        if key not in self._reduced:
+            self._reduced[key] = decode_rgb(path, reduce_to=min_side)
+        return self._reduced[key]
+
+    def clear(self) -> None:
+        self._sizes.clear()
+        self._headers.clear()
+        self._rgb.clear()
+        self._reduced.clear()

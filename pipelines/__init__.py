@@ -1,0 +1,1 @@
+"""Recipes, dataset I/O, executors and the `dj-run` command line."""

@@ -1,0 +1,312 @@
+"""Recipes: YAML in, a fully validated `Recipe` out, before any work starts.
+
+Keys and operator arguments follow Data-Juicer, so its recipes load unchanged.
+Data-Juicer keys we do not act on are accepted with a warning; anything else
+unknown is an error that names the closest known key. Every `process` entry is
+checked against its operator's signature and type hints, then instantiated.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import logging
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from dj_synth.operators import Op, get_operator, load_custom_operators
+from dj_synth.operators.base import IGNORED_OP_ARGS
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+log = logging.getLogger("dj_synth")
+
+
+class RecipeError(ValueError):
+    """A mistake in the recipe; the message says what to fix."""
+
+
+# Data-Juicer global keys accepted but not acted on (a warning names them).
+DJ_IGNORED_KEYS = frozenset(
+    {
+        "use_cache", "ds_cache_dir", "cache_compress", "open_tracer", "op_list_to_trace",
+        "trace_num", "op_fusion", "fusion_strategy", "adaptive_batch_size", "turbo",
+        "skip_op_error", "open_monitor", "use_checkpoint", "temp_dir", "open_insight_mining",
+        "op_list_to_mine", "percentiles", "export_original_dataset", "save_stats_in_one_file",
+        "export_in_parallel", "export_extra_args", "keep_hashes_in_res_ds", "suffixes",
+        "audio_key", "video_key", "image_bytes_key", "audio_special_token",
+        "video_special_token", "debug", "auto", "auto_num", "checkpoint", "checkpoint_dir",
+        "job_id", "resume", "partition", "use_dag", "strict_preflight", "load_jsonl_lenient",
+        "mapper_fusion", "trace_keys", "auto_op_parallelism", "validators", "export_type",
+        "hpo_config", "data_probe_algo", "data_probe_ratio", "executor_config",
+    }
+)  # fmt: skip
+
+
+class RecipeSettings(BaseModel):
+    """Global recipe keys. Names and defaults follow Data-Juicer unless marked ours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project_name: str = "dj-synth"
+    dataset_path: str | list[str]
+    export_path: str = "./outputs/dj-synth/result.jsonl"
+    work_dir: str | None = None
+    np: int = 4
+    executor_type: Literal["default", "local", "ray"] = "default"
+    ray_address: str | None = None
+    text_keys: str | list[str] = "text"
+    image_key: str = "images"
+    image_special_token: str = "<__dj__image>"
+    eoc_special_token: str = "<|__dj__eoc|>"
+    export_shard_size: int = 0
+    keep_stats_in_res_ds: bool = False
+    custom_operator_paths: list[str] = []
+    process: list[Any] = []
+    # ours
+    io_batch_size: int = 512
+    image_check: Literal["none", "exists", "header", "decode"] = "header"
+
+
+@dataclass
+class OpSpec:
+    """One validated `process` entry: the name and the arguments as written (plus globals)."""
+
+    name: str
+    args: dict[str, Any]
+
+
+@dataclass
+class Recipe:
+    settings: RecipeSettings
+    ops: list[OpSpec]
+    path: str | None = None
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def text_key(self) -> str:
+        keys = self.settings.text_keys
+        return keys if isinstance(keys, str) else keys[0]
+
+    @property
+    def work_dir(self) -> str:
+        return self.settings.work_dir or os.path.dirname(os.path.abspath(self.settings.export_path))
+
+    @property
+    def np(self) -> int:
+        return max(1, min(self.settings.np, os.cpu_count() or 1))
+
+    def build_ops(self) -> list[Op]:
+        """Fresh operator objects (each worker builds its own)."""
+        ops = []
+        for index, spec in enumerate(self.ops):
+            op = get_operator(spec.name)(**spec.args)
+            op.index = index
+            ops.append(op)
+        return ops
+
+
+# ---------------------------------------------------------------------------
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+    """Read, override, validate. Raises `RecipeError` with a fix-it message."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe {path} must be a mapping of keys (dataset_path, process, ...)")
+    for item in overrides or []:
+        apply_override(data, item)
+    base = Path(path).resolve().parent
+    return validate_recipe(data, source=str(path), base_dir=base)
+
+
+def apply_override(data: dict[str, Any], item: str) -> None:
+    """`key=value`, `op_name.arg=value` (every entry of that op) or `process.N.op.arg=value`."""
+    if "=" not in item:
+        raise RecipeError(f"--set {item!r}: expected KEY=VALUE, e.g. --set np=2")
+    key, raw = item.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else ""
+    parts = key.strip().split(".")
+    if len(parts) == 1:
+        data[parts[0]] = value
+        return
+    process = data.setdefault("process", []) or []
+    if parts[0] == "process" and len(parts) == 4 and parts[1].isdigit():
+        index, op_name, arg = int(parts[1]), parts[2], parts[3]
+        if index >= len(process) or _entry_name(process[index]) != op_name:
+            raise RecipeError(f"--set {key}: process[{index}] is not {op_name!r}")
+        targets = [index]
+    elif len(parts) == 2:
+        op_name, arg = parts
+        targets = [i for i, e in enumerate(process) if _entry_name(e) == op_name]
+        if not targets:
+            raise RecipeError(f"--set {key}: the recipe has no {op_name!r} in process")
+    else:
+        raise RecipeError(f"--set {key}: use KEY, OP.ARG or process.N.OP.ARG")
+    for i in targets:
+        entry = process[i]
+        if isinstance(entry, str):
+            entry = process[i] = {entry: {}}
+        args = entry[op_name] or {}
+        args[arg] = value
+        entry[op_name] = args
+
+
+def _entry_name(entry: Any) -> str | None:
+    if isinstance(entry, str):
+        return entry
+    if isinstance(entry, dict) and len(entry) == 1:
+        return next(iter(entry))
+    return None
+
+
+def validate_recipe(
+    data: dict[str, Any], source: str = "<recipe>", base_dir: Path | None = None
+) -> Recipe:
+    warnings: list[str] = []
+    known = set(RecipeSettings.model_fields)
+    clean: dict[str, Any] = {}
+    for key, value in data.items():
+        if key in known:
+            clean[key] = value
+        elif key in DJ_IGNORED_KEYS:
+            warnings.append(f"recipe key {key!r} is a Data-Juicer option dj-synth ignores")
+        else:
+            close = difflib.get_close_matches(str(key), known | DJ_IGNORED_KEYS, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{source}: unknown recipe key {key!r}{hint}")
+    if "dataset_path" not in clean:
+        raise RecipeError(
+            f"{source}: 'dataset_path' is required (the input JSONL file, folder or glob)"
+        )
+    try:
+        settings = RecipeSettings(**clean)
+    except ValidationError as exc:
+        raise RecipeError(_pydantic_message(source, "recipe key", exc)) from None
+    if settings.np < 1:
+        raise RecipeError(f"{source}: 'np' must be >= 1, got {settings.np}")
+    if settings.export_shard_size < 0:
+        raise RecipeError(f"{source}: 'export_shard_size' must be >= 0 bytes")
+    if settings.custom_operator_paths:
+        paths = [str(_resolve(p, base_dir)) for p in settings.custom_operator_paths]
+        try:
+            load_custom_operators(paths)
+        except Exception as exc:
+            raise RecipeError(f"{source}: cannot load custom operators: {exc}") from None
+        settings.custom_operator_paths = paths
+    if not isinstance(settings.process, list):
+        raise RecipeError(f"{source}: 'process' must be a list of operators")
+    recipe = Recipe(settings=settings, ops=[], path=source, warnings=warnings)
+    recipe.ops = [
+        _validate_entry(i, entry, recipe, source, warnings)
+        for i, entry in enumerate(settings.process)
+    ]
+    recipe.build_ops()  # semantic checks inside operator constructors, before any work
+    for w in warnings:
+        log.warning(w)
+    return recipe
+
+
+def _resolve(p: str, base_dir: Path | None) -> Path:
+    path = Path(p)
+    return path if path.is_absolute() or base_dir is None else base_dir / path
+
+
+def _validate_entry(
+    index: int, entry: Any, recipe: Recipe, source: str, warnings: list[str]
+) -> OpSpec:
+    where = f"{source}: process[{index}]"
+    name = _entry_name(entry)
+    if name is None:
+        raise RecipeError(f"{where}: each entry must be `- op_name:` followed by its arguments")
+    args = entry[name] if isinstance(entry, dict) else None
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise RecipeError(f"{where} {name}: arguments must be a mapping, got {type(args).__name__}")
+    try:
+        cls = get_operator(name)
+    except KeyError as exc:
+        raise RecipeError(f"{where}: {exc.args[0]}") from None
+    params = operator_parameters(cls)
+    checked: dict[str, Any] = {}
+    for arg, value in args.items():
+        if arg in IGNORED_OP_ARGS:
+            warnings.append(f"{name}: argument {arg!r} is a Data-Juicer option dj-synth ignores")
+            continue
+        if arg not in params:
+            close = difflib.get_close_matches(arg, params, n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(
+                f"{where} {name}: unknown argument {arg!r}{hint}. "
+                f"Known arguments: {', '.join(sorted(params))}"
+            )
+        annotation = params[arg]
+        try:
+            checked[arg] = TypeAdapter(annotation).validate_python(value)
+        except ValidationError:
+            raise RecipeError(
+                f"{where} {name}: argument {arg!r} expects {_type_name(annotation)}, "
+                f"got {type(value).__name__} {value!r}"
+            ) from None
+    # Data-Juicer injects the dataset's keys and tokens into every op that leaves them unset.
+    s = recipe.settings
+    defaults = {
+        "text_key": recipe.text_key,
+        "image_key": s.image_key,
+        "image_special_token": s.image_special_token,
+        "eoc_special_token": s.eoc_special_token,
+    }
+    for key, value in defaults.items():
+        if checked.get(key) is None:
+            checked[key] = value
+    spec = OpSpec(name, checked)
+    try:
+        get_operator(name)(**checked)
+    except Exception as exc:
+        raise RecipeError(f"{where} {name}: {exc}") from None
+    return spec
+
+
+def operator_parameters(cls: type[Op]) -> dict[str, Any]:
+    """Argument name -> type hint, over the class and its bases (as `**kwargs` forwards)."""
+    params: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        init = klass.__dict__.get("__init__")
+        if init is None or klass is object:
+            continue
+        hints = typing.get_type_hints(init)
+        for p in inspect.signature(init).parameters.values():
+            if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                continue
+            params[p.name] = hints.get(p.name, Any)
+    return params
+
+
+def _type_name(annotation: Any) -> str:
+    if annotation is Any:
+        return "any value"
+    origin = typing.get_origin(annotation)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(annotation))
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        return " or ".join(_type_name(a) for a in typing.get_args(annotation))
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _pydantic_message(source: str, what: str, exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{source}: {what} {loc!r}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)

@@ -1,0 +1,196 @@
+"""The unit of work every executor runs: a batch of samples through one stage of operators.
+
+A recipe is cut into stages at each deduplicator: a stage is a run of ordinary
+operators (run in parallel, batch by batch) that may end with a deduplicator's
+hashing; the keep/drop decision for that deduplicator is then taken in input
+order by the executor (`DedupIndex`), which is what makes it deterministic.
+
+`StageRunner.run` turns raw input (first stage) or serialized samples (later
+stages) into serialized survivors plus the records of everything dropped, so a
+worker process returns only bytes and counters.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from dj_synth.operators.base import DEDUP_KEY, Deduplicator, Op
+from dj_synth.operators.batch import MISSING, STATS, Batch, BatchContext, SampleRef
+from dj_synth.operators.ledger import Ledger, OpMetrics, QuarantineRecord
+from dj_synth.operators.media import MediaCache
+
+from .dataset import IngestError, RawItem, check_sample, parse_line
+from .recipe import Recipe
+
+
+def dumps(obj: Any) -> bytes:
+    """Compact UTF-8 JSON; falls back to the stdlib for values orjson refuses (huge ints)."""
+    try:
+        return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str).encode()
+
+
+@dataclass
+class Stage:
+    index: int
+    ops: list[Op]  # ordinary operators, then possibly one Deduplicator last
+
+    @property
+    def dedup(self) -> Deduplicator | None:
+        last = self.ops[-1] if self.ops else None
+        return last if isinstance(last, Deduplicator) else None
+
+
+def plan_stages(ops: list[Op]) -> list[Stage]:
+    """Cut after each deduplicator; always at least one stage (ingest runs in it)."""
+    stages: list[Stage] = []
+    current: list[Op] = []
+    for op in ops:
+        current.append(op)
+        if isinstance(op, Deduplicator):
+            stages.append(Stage(len(stages), current))
+            current = []
+    if current or not stages:
+        stages.append(Stage(len(stages), current))
+    return stages
+
+
+@dataclass
+class Survivor:
+    ref: SampleRef
+    sample: bytes  # the full sample, stats included (input of the next stage)
+    sample_id: Any = None
+    key: Any = None  # the stage's dedup key, if it ends with a deduplicator
+    export: bytes | None = None  # last stage only: the exported line, without stats
+    stats: bytes | None = None  # last stage only: the stats side-file line
+
+
+@dataclass
+class StageOutput:
+    survivors: list[Survivor] = field(default_factory=list)
+    filtered: list[tuple[int, bytes]] = field(default_factory=list)  # (op index, record line)
+    quarantined: list[bytes] = field(default_factory=list)
+    quarantine_kinds: Counter[str] = field(default_factory=Counter)
+    metrics: dict[int, OpMetrics] = field(default_factory=dict)
+    read_quarantined: int = 0
+    n_items: int = 0  # rows that entered the stage
+
+
+def filtered_line(op_name: str, reason: str, ref: SampleRef, sample: bytes) -> bytes:
+    head = dumps({"op": op_name, "reason": reason, "source": ref.source, "line": ref.line})
+    return head[:-1] + b',"sample":' + sample + b"}"
+
+
+def quarantine_line(rec: QuarantineRecord) -> bytes:
+    body: dict[str, Any] = {
+        "stage": rec.stage,
+        "error": rec.error,
+        "source": rec.ref.source,
+        "line": rec.ref.line,
+    }
+    if rec.row is not None:
+        body["sample"] = rec.row
+    if rec.raw is not None:
+        body["raw"] = rec.raw
+    return dumps(body)
+
+
+def quarantine_kind(error: str) -> str:
+    """A short bucket for the summary: the error text up to its first colon."""
+    return error.split(":", 1)[0].strip()[:80]
+
+
+class StageRunner:
+    """Owns one set of operator objects; lives once per worker process (or actor)."""
+
+    def __init__(self, recipe: Recipe) -> None:
+        self.recipe = recipe
+        self.stages = plan_stages(recipe.build_ops())
+        s = recipe.settings
+        self.text_key = recipe.text_key
+        self.image_key = s.image_key
+        self.keep_stats = s.keep_stats_in_res_ds
+        self.ctx_args = dict(
+            text_key=recipe.text_key,
+            image_key=s.image_key,
+            image_token=s.image_special_token,
+            eoc_token=s.eoc_special_token,
+        )
+
+    def run(self, stage_index: int, items: list[RawItem]) -> StageOutput:
+        stage = self.stages[stage_index]
+        ctx = BatchContext(media=MediaCache(), **self.ctx_args)
+        ledger = Ledger()
+        out = StageOutput(n_items=len(items))
+        if stage_index == 0:
+            batch = self._ingest(items, ctx, ledger, out)
+        else:
+            rows = [orjson.loads(item.payload) for item in items]
+            batch = Batch.from_rows(rows, [item.ref for item in items], ctx)
+        for op in stage.ops:
+            if not len(batch):
+                break
+            batch = op.run(batch, ledger)
+        ctx.media.clear()
+        self._collect(stage, batch, ledger, out)
+        return out
+
+    def _ingest(
+        self, items: list[RawItem], ctx: BatchContext, ledger: Ledger, out: StageOutput
+    ) -> Batch:
+        s = self.recipe.settings
+        rows, refs = [], []
+        for item in items:
+            try:
+                sample = parse_line(item.payload)
+                base_dir = item.ref.source.rsplit("/", 1)[0]
+                check_sample(sample, base_dir, self.text_key, s.image_key, s.image_check, ctx.media)
+            except IngestError as exc:
+                raw = item.payload
+                raw_text = (
+                    raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else None
+                )
+                row = None if isinstance(raw, bytes) else raw
+                ledger.quarantined.append(
+                    QuarantineRecord("read", str(exc), item.ref, row=row, raw=raw_text)
+                )
+                out.read_quarantined += 1
+                continue
+            rows.append(sample)
+            refs.append(item.ref)
+        return Batch.from_rows(rows, refs, ctx)
+
+    def _collect(self, stage: Stage, batch: Batch, ledger: Ledger, out: StageOutput) -> None:
+        is_last = stage.index == len(self.stages) - 1
+        keys = batch.columns.pop(DEDUP_KEY, None)
+        ids = batch.columns.get("id")
+        for i, row in enumerate(batch.rows()):
+            full = dumps(row)
+            sid = ids[i] if ids and ids[i] is not MISSING else None
+            survivor = Survivor(batch.refs[i], full, sid, keys[i] if keys else None)
+            if is_last:
+                if self.keep_stats:
+                    survivor.export = full
+                else:
+                    had_stats = STATS in row
+                    stats = row.pop(STATS, {})
+                    survivor.export = dumps(row) if had_stats else full
+                    survivor.stats = dumps({STATS: stats})
+            out.survivors.append(survivor)
+        names = {op.index: op.name for op in stage.ops}
+        for rec in ledger.filtered:
+            out.filtered.append(
+                (
+                    rec.op_index,
+                    filtered_line(names[rec.op_index], rec.reason, rec.ref, dumps(rec.row)),
+                )
+            )
+        for rec in ledger.quarantined:
+            out.quarantined.append(quarantine_line(rec))
+            out.quarantine_kinds[quarantine_kind(rec.error)] += 1
+        out.metrics = ledger.metrics

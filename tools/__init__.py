@@ -1,0 +1,1 @@
+"""Programs around the pipeline: format conversion, the training stage, packaging."""
