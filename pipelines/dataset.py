@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -138,18 +139,26 @@ class IngestError(Exception):
     """A sample that cannot enter the pipeline; the message goes to the quarantine."""
 
 
+# orjson reads integers beyond 64 bits as floats (an id 10**30 would become 1e+30);
+# lines with such long digit runs go through the stdlib parser, which keeps them exact.
+_LONG_DIGITS = re.compile(rb"\d{20,}")
+
+
 def parse_line(payload: bytes | dict[str, Any]) -> dict[str, Any]:
     if isinstance(payload, dict):
         return payload
     try:
+        if _LONG_DIGITS.search(payload):
+            raise orjson.JSONDecodeError("long integer", "", 0)
         sample = orjson.loads(payload)
     except orjson.JSONDecodeError as exc:
         try:  # the stdlib accepts a few things orjson refuses (huge ints, lone surrogates)
             sample = json.loads(payload.decode("utf-8"))
         except UnicodeDecodeError as uexc:
             raise IngestError(f"line is not valid UTF-8: {uexc}") from None
-        except json.JSONDecodeError:
-            raise IngestError(f"malformed JSON: {exc}") from None
+        except json.JSONDecodeError as jexc:
+            first = exc if str(exc) != "long integer" else jexc
+            raise IngestError(f"malformed JSON: {first}") from None
     if not isinstance(sample, dict):
         raise IngestError(f"a sample must be a JSON object, got {type(sample).__name__}")
     return sample

@@ -1,0 +1,36 @@
+"""Small helpers shared by the tests."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dj_synth.operators import Batch, SampleRef, get_operator
+from dj_synth.operators.ledger import Ledger
+from dj_synth.pipelines.local_executor import LocalExecutor
+from dj_synth.pipelines.recipe import load_recipe
+
+
+def run_op(name: str, rows: list[dict[str, Any]], **args: Any) -> tuple[Batch, Ledger]:
+    """Run one operator over rows; returns the surviving batch and the ledger."""
+    op = get_operator(name)(**args)
+    batch = Batch.from_rows(rows, [SampleRef(i, "t.jsonl", i + 1) for i in range(len(rows))])
+    ledger = Ledger()
+    return op.run(batch, ledger), ledger
+
+
+def write_recipe(path: Path, **settings: Any) -> Path:
+    path.write_text(yaml.safe_dump(settings, sort_keys=False))
+    return path
+
+
+def run_recipe(path: Path, *overrides: str) -> dict[str, Any]:
+    return LocalExecutor(load_recipe(path, list(overrides)), progress=False).run()
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
