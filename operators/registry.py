@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -45,7 +46,10 @@ def load_custom_operators(paths: list[str]) -> None:
         for file in files:
             if not file.is_file():
                 raise FileNotFoundError(f"custom operator file not found: {file}")
-            mod_name = f"dj_synth_custom_{file.stem}"
+            digest = hashlib.md5(str(file.resolve()).encode()).hexdigest()[:8]
+            mod_name = f"dj_synth_custom_{file.stem}_{digest}"
+            if mod_name in sys.modules:  # already loaded (e.g. inherited by a forked worker)
+                continue
             spec = importlib.util.spec_from_file_location(mod_name, file)
             assert spec and spec.loader
             module = importlib.util.module_from_spec(spec)
