@@ -89,7 +89,10 @@ def make_corpus(root: Path) -> tuple[Path, dict[int, str]]:
     add(b"", None)  # blank
     add(b"   ", None)  # whitespace only
     add(b'{"id": "broken", "text": "unterminated', "read:malformed JSON")
-    add(b'{"id": "latin1", "text": "caf\xe9 <__dj__image>", "images": []}', "read:line is not valid UTF-8")
+    add(
+        b'{"id": "latin1", "text": "caf\xe9 <__dj__image>", "images": []}',
+        "read:line is not valid UTF-8",
+    )
     add(sample("missing", "nope.jpg"), "read:missing image")
     add(sample("zero", "zero.jpg"), "read:not a readable image")
     add(sample("textfile", "text.jpg"), "read:not a readable image")
@@ -100,19 +103,32 @@ def make_corpus(root: Path) -> tuple[Path, dict[int, str]]:
     add(sample("exif", "exif_rotated.jpg"), "export")
     add(sample("gif", "animated.gif"), "export")
     add(sample("huge", "huge.png"), "huge")
-    add(json.dumps({"id": "textnum", "text": 42, "images": []}).encode(), "read:field 'text' must be a string")
+    add(
+        json.dumps({"id": "textnum", "text": 42, "images": []}).encode(),
+        "read:field 'text' must be a string",
+    )
     add(json.dumps({"id": "textnull", "text": None}).encode(), "read:field 'text' must be a string")
     add(json.dumps({"id": "notext", "images": []}).encode(), "read:missing field 'text'")
-    add(json.dumps({"id": "imgstr", "text": "x", "images": "images/good.jpg"}).encode(), "read:field 'images' must be a list")
-    add(json.dumps({"id": "imgint", "text": "x", "images": [3]}).encode(), "read:field 'images' must be a list")
+    add(
+        json.dumps({"id": "imgstr", "text": "x", "images": "images/good.jpg"}).encode(),
+        "read:field 'images' must be a list",
+    )
+    add(
+        json.dumps({"id": "imgint", "text": "x", "images": [3]}).encode(),
+        "read:field 'images' must be a list",
+    )
     add(b'["a", "json", "array"]', "read:a sample must be a JSON object")
     add(b"42", "read:a sample must be a JSON object")
     add(sample("dup-id", "good.jpg", text="first of two samples sharing an id"), "export")
     add(sample("dup-id", "good2.png", text="second of two samples sharing an id"), "export")
     add(sample("noimg", None, text="a plain text sample with no images at all"), "export")
-    add(sample("unicode", None, text="emoji \U0001f600 and \u4e2d\u6587 and \u00e9\u00e8"), "export")
+    add(
+        sample("unicode", None, text="emoji \U0001f600 and \u4e2d\u6587 and \u00e9\u00e8"), "export"
+    )
     add(json.dumps({"id": 10**30, "text": "a huge integer id", "images": []}).encode(), "export")
-    add(sample("extra", "good.jpg", meta={"source": "web", "score": 0.5}, tags=["a", "b"]), "export")
+    add(
+        sample("extra", "good.jpg", meta={"source": "web", "score": 0.5}, tags=["a", "b"]), "export"
+    )
     path = root / "nasty.jsonl"
     path.write_bytes(b"\n".join(lines) + b"\n")
     return path, fate

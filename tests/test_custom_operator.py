@@ -29,3 +29,17 @@ def test_custom_operator_from_recipe(tmp_path):
     assert s["filtered"] == {"caption_suffix_filter": 1}
     (rec,) = read_jsonl(next(iter(s["filtered_files"])))
     assert rec["sample"]["id"] == "b" and rec["reason"] == "caption_suffix_ok=False"
+
+
+def test_readme_operator_example_works():
+    """The operator snippet in the README runs as written."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    code = readme.split("### Writing an operator", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    from helpers import run_op
+
+    rows = [{"text": "<__dj__image> a b"}, {"text": "<__dj__image> one two three four"}]
+    out, ledger = run_op("caption_words_filter", rows, min_words=3)
+    assert [r["text"] for r in out.rows()] == [rows[1]["text"]]
+    assert ledger.filtered[0].reason == "caption_words=2 outside [3, 200]"

@@ -43,7 +43,9 @@ def test_every_line_accounted_for(tmp_path, image_check, np_):
     assert summary["input_samples"] == n_samples
     assert summary["skipped_blank_lines"] == 2
     assert summary["input_samples"] == (
-        summary["exported_samples"] + sum(summary["filtered"].values()) + summary["quarantined_samples"]
+        summary["exported_samples"]
+        + sum(summary["filtered"].values())
+        + summary["quarantined_samples"]
     )
     fates = _fates(summary)
     exported_ids = [row["id"] for row in read_jsonl(tmp_path / "out" / "res.jsonl")]

@@ -1,9 +1,9 @@
 """An example custom operator: copy this file, rename, and list it in `custom_operator_paths`.
 
-    custom_operator_paths: [recipes/custom/caption_suffix_filter.py]
-    process:
-      - caption_suffix_filter:
-          suffixes: [".", "!"]
+custom_operator_paths: [recipes/custom/caption_suffix_filter.py]
+process:
+  - caption_suffix_filter:
+      suffixes: [".", "!"]
 """
 
 from __future__ import annotations
