@@ -3,8 +3,8 @@
 Three depths, cheapest first: the file size (a `stat`), the header (width,
 height, format; no pixel decode) and the pixels (one shared RGB decode per
 image per batch). Operators that want a small picture (hashing) get a JPEG
-draft decode at reduced scale, or the full decode if another operator already
-paid for it. Failures raise `MediaError`, which the executors turn into a
+draft decode at reduced scale (always, so a hash never depends on which other
+operators ran). Failures raise `MediaError`, which the executors turn into a
 quarantine record for the one sample that holds the bad image.
 """
 
@@ -62,7 +62,12 @@ def read_header(path: str) -> ImageHeader:
     with img:
         width, height = img.size
         try:
-            orientation = img.getexif().get(0x0112)
+            # PngImageFile.getexif() decodes every pixel when no eXIf chunk comes
+            # before IDAT; a PNG header read uses only the EXIF the header holds.
+            if img.format == "PNG" and "exif" not in img.info:
+                orientation = None
+            else:
+                orientation = img.getexif().get(0x0112)
         except Exception:
             orientation = None
         if orientation in _ROTATED_ORIENTATIONS:
@@ -129,11 +134,7 @@ class MediaCache:
 
     def header(self, path: str) -> ImageHeader:
         if path not in self._headers:
-            if path in self._rgb:
-                img = self._rgb[path]
-                self._headers[path] = ImageHeader(img.width, img.height, "", "RGB")
-            else:
-                self._headers[path] = read_header(path)
+            self._headers[path] = read_header(path)
         return self._headers[path]
 
     def rgb(self, path: str) -> Image.Image:
@@ -144,7 +145,9 @@ class MediaCache:
 
     def small(self, path: str, min_side: int) -> Image.Image:
         """An RGB image at least `min_side` on each side where the file allows (for hashing)."""
-        if path in self._rgb:
+        # JPEGs decode at a reduced DCT scale; reusing a full decode here would make
+        # hashes depend on what other operators did. Other formats decode in full anyway.
+        if path in self._rgb and self.header(path).format != "JPEG":
             return self._rgb[path]
         key = (path, min_side)
         if key not in self._reduced:
