@@ -98,3 +98,40 @@ def test_huge_header_is_quarantined_when_pixels_are_needed(tmp_path):
     errors = [r["error"] for r in read_jsonl(summary["quarantine_file"]) if r["line"] == 16]
     assert len(errors) == 1 and errors[0].startswith("image too large to decode")
     assert "40000x40000" in errors[0]
+
+
+def test_operator_errors_quarantine_only_the_bad_sample(tmp_path):
+    """The truncated JPEG passes the header check; the hashing op's decode fails on it
+    mid-batch, and only that sample is quarantined, by that op."""
+    data, expected = make_corpus(tmp_path)
+    recipe = write_recipe(
+        tmp_path / "r.yaml",
+        dataset_path=str(data),
+        export_path=str(tmp_path / "out" / "res.jsonl"),
+        np=2,
+        io_batch_size=64,  # the whole corpus in one batch
+        process=[
+            {"image_shape_filter": {"max_width": 30000}},
+            {"image_deduplicator": {"method": "phash"}},
+        ],
+    )
+    summary = run_recipe(recipe)
+    truncated = next(line for line, want in expected.items() if want == "truncated")
+    q = {rec["line"]: rec for rec in read_jsonl(summary["quarantine_file"])}
+    assert q[truncated]["stage"] == "image_deduplicator"
+    assert q[truncated]["error"].startswith("MediaError: undecodable image")
+    assert q[truncated]["sample"]["id"] == "truncated"
+    ops = {o["name"]: o for o in summary["ops"]}
+    assert ops["image_deduplicator"]["quarantined"] == 1
+    # good.jpg appears in several samples: later ones are duplicates of the first
+    dup = read_jsonl(tmp_path / "out" / "filtered" / "01_image_deduplicator.jsonl")
+    assert dup and all(
+        r["reason"].startswith("duplicate of id='bom'")
+        for r in dup
+        if r["sample"]["images"][0].endswith("good.jpg")
+    )
+    assert summary["input_samples"] == (
+        summary["exported_samples"]
+        + sum(summary["filtered"].values())
+        + summary["quarantined_samples"]
+    )
