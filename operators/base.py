@@ -21,6 +21,7 @@ from typing import Any, ClassVar, Literal
 
 from .batch import Batch, SampleRef
 from .ledger import FilteredRecord, Ledger, QuarantineRecord
+from .media import MediaError
 
 # Data-Juicer's per-op keyword arguments that have no meaning here. They are
 # accepted (with a warning from the recipe loader) so its recipes run unchanged.
@@ -71,6 +72,13 @@ class Op:
         self.index = 0  # position in the recipe, set by the plan
 
     # -- what executors call ------------------------------------------
+    def setup(self) -> None:
+        """Load heavy resources (models) once per worker, before any batch.
+
+        Executors call it in each worker process or actor, never in the process
+        that only validates the recipe. Operators that need nothing skip it.
+        """
+
     def run(self, batch: Batch, ledger: Ledger) -> Batch:
         """Apply to `batch`, recording counts, time, drops and errors in `ledger`."""
         start = time.perf_counter()
@@ -113,7 +121,10 @@ class Op:
 
 
 def _describe(exc: Exception) -> str:
+    """The error for the quarantine: media errors speak for themselves, others name their type."""
     text = str(exc)
+    if isinstance(exc, MediaError):
+        return text
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 

@@ -96,6 +96,9 @@ class LanguageIDScoreFilter(Filter):
             self.lang = list(lang)
         self.min_score = min_score
 
+    def setup(self) -> None:
+        _model()  # about 1-2 s: paid once per worker, outside the per-batch timing
+
     def compute_stats(self, batch: Batch) -> None:
         classify = _model().classify
         tokens = [

@@ -113,6 +113,31 @@ def decode_rgb(path: str, reduce_to: int | None = None) -> Image.Image:
             raise MediaError(f"undecodable image: {path}: {exc}") from None
 
 
+# How a complete file ends (trailing padding aside): a truncated download or copy
+# lacks it. Cheap to check (one small read at the end of the file).
+_TRAILERS = {"JPEG": b"\xff\xd9", "PNG": b"IEND\xaeB`\x82", "GIF": b"\x3b"}
+
+
+def verify_complete(path: str, image_format: str) -> None:
+    """Raise `MediaError` for a truncated JPEG/PNG/GIF without decoding the good ones.
+
+    A file whose end is not its format's trailer is decoded to decide: some
+    writers append bytes after the trailer, and those files are fine.
+    """
+    trailer = _TRAILERS.get(image_format)
+    if trailer is None:
+        return
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            fh.seek(max(fh.tell() - 64, 0))
+            tail = fh.read().rstrip(b"\x00\r\n\t ")
+    except OSError as exc:
+        raise MediaError(f"unreadable image: {path}: {exc}") from None
+    if not tail.endswith(trailer):
+        decode_rgb(path)  # raises "undecodable image: ... truncated" for a cut file
+
+
 class MediaCache:
     """Per-batch cache: each image file is stat'ed, header-read and decoded at most once."""
 
@@ -136,6 +161,10 @@ class MediaCache:
         if path not in self._headers:
             self._headers[path] = read_header(path)
         return self._headers[path]
+
+    def verify(self, path: str) -> None:
+        """Header readable and file complete (see `verify_complete`); no full decode."""
+        verify_complete(path, self.header(path).format)
 
     def rgb(self, path: str) -> Image.Image:
         """The full-resolution RGB decode, shared by every operator in the batch."""

@@ -193,7 +193,7 @@ def check_sample(
             if image_check == "exists":
                 media.file_size(p)
             elif image_check == "header":
-                media.header(p)
+                media.verify(p)
             elif image_check == "decode":
                 decode_rgb(p)
     except MediaError as exc:

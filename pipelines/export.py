@@ -128,8 +128,6 @@ class RecordWriters:
     def __init__(self, work_dir: str) -> None:
         self.filtered_dir = os.path.join(work_dir, "filtered")
         self.quarantine_path = os.path.join(work_dir, "quarantine.jsonl")
-        for old in Path(self.filtered_dir).glob("[0-9][0-9]_*.jsonl"):
-            old.unlink()  # a previous run's records must not mix with this run's
         self._filtered: dict[int, AtomicWriter] = {}
         self._names: dict[int, str] = {}
         self.quarantine = AtomicWriter(self.quarantine_path)
@@ -144,6 +142,9 @@ class RecordWriters:
 
     def commit(self) -> dict[str, object]:
         files = {w.commit(): w.lines for w in self._filtered.values()}
+        for old in Path(self.filtered_dir).glob("[0-9][0-9]_*.jsonl"):
+            if str(old) not in files:  # a previous run's records must not mix with this run's
+                old.unlink()
         self.quarantine.commit()
         return {"filtered": files, "quarantine": self.quarantine_path}
 

@@ -190,6 +190,7 @@ class LocalExecutor:
             self.records.quarantine.write(line)
         acc.quarantined_samples += len(out.quarantined)
         acc.quarantine_kinds.update(out.quarantine_kinds)
+        acc.read_seconds += out.read_seconds
         survivors = out.survivors
         if index is not None:
             dedup = stage.dedup

@@ -13,6 +13,7 @@ worker process returns only bytes and counters.
 from __future__ import annotations
 
 import json
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -79,6 +80,7 @@ class StageOutput:
     metrics: dict[int, OpMetrics] = field(default_factory=dict)
     read_quarantined: int = 0
     n_items: int = 0  # rows that entered the stage
+    read_seconds: float = 0.0  # parsing and checking input (first stage only)
 
 
 def filtered_line(op_name: str, reason: str, ref: SampleRef, sample: bytes) -> bytes:
@@ -100,9 +102,10 @@ def quarantine_line(rec: QuarantineRecord) -> bytes:
     return dumps(body)
 
 
-def quarantine_kind(error: str) -> str:
-    """A short bucket for the summary: the error text up to its first colon."""
-    return error.split(":", 1)[0].strip()[:80]
+def quarantine_kind(stage: str, error: str) -> str:
+    """A short bucket for the summary: where it happened and the error up to its first colon."""
+    kind = error.split(":", 1)[0].strip()[:80]
+    return kind if stage == "read" else f"{stage}: {kind}"
 
 
 class StageRunner:
@@ -111,6 +114,9 @@ class StageRunner:
     def __init__(self, recipe: Recipe) -> None:
         self.recipe = recipe
         self.stages = plan_stages(recipe.build_ops())
+        for stage in self.stages:
+            for op in stage.ops:
+                op.setup()
         s = recipe.settings
         self.text_key = recipe.text_key
         self.image_key = s.image_key
@@ -128,7 +134,9 @@ class StageRunner:
         ledger = Ledger()
         out = StageOutput(n_items=len(items))
         if stage_index == 0:
+            start = time.perf_counter()
             batch = self._ingest(items, ctx, ledger, out)
+            out.read_seconds = time.perf_counter() - start
         else:
             rows = [orjson.loads(item.payload) for item in items]
             batch = Batch.from_rows(rows, [item.ref for item in items], ctx)
@@ -192,5 +200,5 @@ class StageRunner:
             )
         for rec in ledger.quarantined:
             out.quarantined.append(quarantine_line(rec))
-            out.quarantine_kinds[quarantine_kind(rec.error)] += 1
+            out.quarantine_kinds[quarantine_kind(rec.stage, rec.error)] += 1
         out.metrics = ledger.metrics

@@ -10,12 +10,12 @@ import datetime as dt
 import json
 import os
 import platform
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
 from dj_synth.operators import Op
-from dj_synth.operators.base import Filter
 from dj_synth.operators.ledger import OpMetrics
 
 
@@ -31,6 +31,7 @@ class RunAccount:
     quarantined_samples: int = 0
     read_quarantined: int = 0
     blank_lines: int = 0
+    read_seconds: float = 0.0
     quarantine_kinds: Counter[str] = field(default_factory=Counter)
     metrics: dict[int, OpMetrics] = field(default_factory=dict)
 
@@ -92,6 +93,7 @@ class RunAccount:
             "quarantine_reasons": dict(self.quarantine_kinds.most_common()),
             "generated_samples": self.generated_samples,
             "skipped_blank_lines": self.blank_lines,
+            "read_seconds": round(self.read_seconds, 4),
             "ops": ops,
             **extra,
         }
@@ -114,28 +116,32 @@ def now_iso() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
 
 
-def render(summary: dict[str, Any], ops: list[Op]) -> None:
+def render(summary: dict[str, Any]) -> None:
     """A per-operator table and the sample account, on stderr."""
     from rich.console import Console
     from rich.table import Table
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
     table = Table(title=f"dj-synth: {summary.get('project_name', '')}", title_justify="left")
     for col, justify in [("#", "right"), ("operator", "left"), ("in", "right"), ("out", "right"),
                          ("dropped", "right"), ("errors", "right"), ("seconds", "right"),
                          ("samples/s", "right")]:  # fmt: skip
         table.add_column(col, justify=justify)
-    for i, (row, op) in enumerate(zip(summary["ops"], ops)):
+    read_rate = summary["input_samples"] / max(summary["read_seconds"], 1e-9)
+    table.add_row(
+        "", "(read + entry checks)", f"{summary['input_samples']:,}", "", "-",
+        f"{summary['quarantined_samples'] - sum(o['quarantined'] for o in summary['ops']):,}",
+        f"{summary['read_seconds']:.2f}", f"{read_rate:,.0f}" if summary["read_seconds"] >= 1e-3 else "-",
+    )  # fmt: skip
+    for i, row in enumerate(summary["ops"]):
         dropped = row["filtered"]
-        share = (
-            f" ({100 * dropped / row['in']:.1f}%)" if row["in"] and isinstance(op, Filter) else ""
-        )
-        rate = row["in"] / row["seconds"] if row["seconds"] > 0 else 0
+        share = f" ({100 * dropped / row['in']:.1f}%)" if row["in"] else ""
+        rate = f"{row['in'] / row['seconds']:,.0f}" if row["seconds"] >= 1e-3 else "-"
         table.add_row(
             str(i), row["name"], f"{row['in']:,}", f"{row['out']:,}",
             f"{dropped:,}{share}" if dropped else "-",
             f"{row['quarantined']:,}" if row["quarantined"] else "-",
-            f"{row['seconds']:.2f}", f"{rate:,.0f}",
+            f"{row['seconds']:.2f}", rate,
         )  # fmt: skip
     console.print(table)
     q = summary["quarantined_samples"]

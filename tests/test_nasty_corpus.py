@@ -63,11 +63,9 @@ def test_every_line_accounted_for(tmp_path, image_check, np_):
                 assert got.startswith("quarantine:read:image too large to decode"), got
             else:  # the header is fine; the shape filter drops it without decoding
                 assert got == "filtered:image_shape_filter", got
-        elif want == "truncated":
-            if image_check == "decode":
-                assert got.startswith("quarantine:read:undecodable image"), got
-            else:  # header-only checks cannot see it; nothing here decodes pixels
-                assert got == "export", got
+        elif want == "truncated":  # the header is fine; the file's end is missing
+            assert got.startswith("quarantine:read:undecodable image"), got
+            assert "truncated" in got
 
     # the quarantine keeps the raw line and where it came from
     q = read_jsonl(summary["quarantine_file"])
@@ -75,7 +73,10 @@ def test_every_line_accounted_for(tmp_path, image_check, np_):
     broken = next(rec for rec in q if rec["error"].startswith("malformed JSON"))
     assert broken["raw"].startswith('{"id": "broken"')
     assert Counter(summary["quarantine_reasons"]) == Counter(
-        rec["error"].split(":", 1)[0] for rec in q
+        rec["error"].split(":", 1)[0]
+        if rec["stage"] == "read"
+        else f"{rec['stage']}: {rec['error'].split(':', 1)[0]}"
+        for rec in q
     )
     # pass-through: unknown fields survive untouched, ids are not deduplicated
     rows = {json.dumps(r["id"]): r for r in read_jsonl(tmp_path / "out" / "res.jsonl")}
@@ -101,14 +102,15 @@ def test_huge_header_is_quarantined_when_pixels_are_needed(tmp_path):
 
 
 def test_operator_errors_quarantine_only_the_bad_sample(tmp_path):
-    """The truncated JPEG passes the header check; the hashing op's decode fails on it
-    mid-batch, and only that sample is quarantined, by that op."""
+    """With `image_check: exists` the truncated JPEG gets in; the hashing op's decode fails
+    on it mid-batch, and only that sample is quarantined, by that op."""
     data, expected = make_corpus(tmp_path)
     recipe = write_recipe(
         tmp_path / "r.yaml",
         dataset_path=str(data),
         export_path=str(tmp_path / "out" / "res.jsonl"),
         np=2,
+        image_check="exists",
         io_batch_size=64,  # the whole corpus in one batch
         process=[
             {"image_shape_filter": {"max_width": 30000}},
@@ -119,7 +121,8 @@ def test_operator_errors_quarantine_only_the_bad_sample(tmp_path):
     truncated = next(line for line, want in expected.items() if want == "truncated")
     q = {rec["line"]: rec for rec in read_jsonl(summary["quarantine_file"])}
     assert q[truncated]["stage"] == "image_deduplicator"
-    assert q[truncated]["error"].startswith("MediaError: undecodable image")
+    assert q[truncated]["error"].startswith("undecodable image")
+    assert summary["quarantine_reasons"]["image_deduplicator: undecodable image"] == 1
     assert q[truncated]["sample"]["id"] == "truncated"
     ops = {o["name"]: o for o in summary["ops"]}
     assert ops["image_deduplicator"]["quarantined"] == 1
