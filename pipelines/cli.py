@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from dj_synth.operators import OPERATORS
 from dj_synth.operators.base import Deduplicator, Filter, Mapper
+from dj_synth.tools.llava import ConversionError
 
 from .dataset import DatasetError
 from .export import ExportError
@@ -94,5 +95,10 @@ def main(
     except (DatasetError, ExportError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except ConversionError as exc:
+        typer.echo(
+            f"error: the JSONL export is written, but the LLaVA export failed: {exc}", err=True
+        )
+        raise typer.Exit(1) from None
     if not quiet:
         render(summary)

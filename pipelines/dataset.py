@@ -69,6 +69,26 @@ def expand_dataset_path(spec: str | list[str]) -> list[str]:
     return [os.path.abspath(f) for f in files]
 
 
+def open_lines(path: str) -> Iterator[tuple[int, bytes, int]]:
+    """(line number, line bytes, compressed bytes read so far) of a JSONL file, .gz/.zst too.
+
+    Blank lines are yielded (callers decide); a UTF-8 BOM on line 1 is removed.
+    """
+    with open(path, "rb") as raw:
+        if path.endswith(".gz"):
+            stream: Any = gzip.GzipFile(fileobj=raw)
+        elif path.endswith(".zst"):
+            import zstandard
+
+            stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
+        else:
+            stream = raw
+        for line_no, line in enumerate(stream, start=1):
+            if line_no == 1 and line.startswith(BOM):
+                line = line[len(BOM) :]
+            yield line_no, line, raw.tell()
+
+
 class DatasetReader:
     """Streams `RawItem` batches; `bytes_done / total_bytes` drives progress and ETA."""
 
@@ -98,25 +118,11 @@ class DatasetReader:
         if path.endswith(".parquet"):
             yield from self._parquet(path)
             return
-        raw = open(path, "rb")  # noqa: SIM115 - closed below
-        try:
-            if path.endswith(".gz"):
-                stream: Any = gzip.GzipFile(fileobj=raw)
-            elif path.endswith(".zst"):
-                import zstandard
-
-                stream = io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw))
-            else:
-                stream = raw
-            for line_no, line in enumerate(stream, start=1):
-                if line_no == 1 and line.startswith(BOM):
-                    line = line[len(BOM) :]
-                if not line.strip():
-                    self.blank_lines += 1
-                    continue
-                yield line_no, line, raw.tell()
-        finally:
-            raw.close()
+        for line_no, line, pos in open_lines(path):
+            if not line.strip():
+                self.blank_lines += 1
+                continue
+            yield line_no, line, pos
 
     def _parquet(self, path: str) -> Iterator[tuple[int, dict[str, Any], int]]:
         import pyarrow.parquet as pq

@@ -50,10 +50,25 @@ class AtomicWriter:
         self.bytes = 0
 
     def write(self, line: bytes) -> None:
+        """One JSON Lines record (the newline is added)."""
         self._fh.write(line)
         self._fh.write(b"\n")
         self.lines += 1
         self.bytes += len(line) + 1
+
+    def write_raw(self, data: bytes) -> None:
+        self._fh.write(data)
+        self.bytes += len(data)
+
+    def __enter__(self) -> AtomicWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        """Commit on success; on an exception remove the temporary file."""
+        if exc_type is None:
+            self.commit()
+        else:
+            self.abort()
 
     def commit(self) -> str:
         self._fh.close()

@@ -140,6 +140,13 @@ class LocalExecutor:
         export_files = self.export.commit()
         stats_files = self.stats.commit() if self.stats is not None else []
         records = self.records.commit()
+        llava: dict[str, Any] = {}
+        if s.export_format == "llava":
+            from dj_synth.tools.llava import dj_to_llava
+
+            path = recipe.llava_export_path
+            count = dj_to_llava(export_files, path, recipe.llava_options())
+            llava = {"llava_export_file": path, "llava_samples": count}
         elapsed = time.perf_counter() - t0
         summary = acc.to_dict(
             project_name=s.project_name,
@@ -158,6 +165,7 @@ class LocalExecutor:
             filtered_files=records["filtered"],
             quarantine_file=records["quarantine"],
             accounting_ok=True,
+            **llava,
         )
         write_summary(os.path.join(recipe.work_dir, "summary.json"), summary)
         return summary

@@ -69,6 +69,9 @@ class RecipeSettings(BaseModel):
     # ours
     io_batch_size: int = 512
     image_check: Literal["none", "exists", "header", "decode"] = "header"
+    export_format: Literal["jsonl", "llava"] = "jsonl"
+    llava_export_path: str | None = None
+    llava_options: dict[str, Any] = {}
 
 
 @dataclass
@@ -94,6 +97,30 @@ class Recipe:
     @property
     def work_dir(self) -> str:
         return self.settings.work_dir or os.path.dirname(os.path.abspath(self.settings.export_path))
+
+    @property
+    def llava_export_path(self) -> str:
+        """Where `export_format: llava` writes the LLaVA JSON (default `<export base>_llava.json`)."""
+        s = self.settings
+        if s.llava_export_path:
+            return s.llava_export_path
+        base = (
+            s.export_path.rsplit(".", 1)[0]
+            if s.export_path.endswith((".jsonl", ".json"))
+            else s.export_path
+        )
+        return f"{base}_llava.json"
+
+    def llava_options(self):
+        """dj_to_llava options; the dataset's own tokens unless the recipe says otherwise."""
+        from dj_synth.tools.llava import DjToLlavaOptions
+
+        args = {
+            "image_special_token": self.settings.image_special_token,
+            "eoc_special_token": self.settings.eoc_special_token,
+            **self.settings.llava_options,
+        }
+        return DjToLlavaOptions(**args)
 
     @property
     def np(self) -> int:
@@ -202,6 +229,8 @@ def validate_recipe(
         except Exception as exc:
             raise RecipeError(f"{source}: cannot load custom operators: {exc}") from None
         settings.custom_operator_paths = paths
+    if settings.export_format == "llava":
+        _check_llava(settings, source)
     if not isinstance(settings.process, list):
         raise RecipeError(f"{source}: 'process' must be a list of operators")
     recipe = Recipe(settings=settings, ops=[], path=source, warnings=warnings)
@@ -213,6 +242,30 @@ def validate_recipe(
     for w in warnings:
         log.warning(w)
     return recipe
+
+
+def _check_llava(settings: RecipeSettings, source: str) -> None:
+    from dj_synth.tools.llava import DjToLlavaOptions
+
+    known = set(DjToLlavaOptions.__dataclass_fields__)
+    for key in settings.llava_options:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise RecipeError(f"{source}: unknown llava_options key {key!r}{hint}")
+    recipe = Recipe(settings=settings, ops=[])
+    try:
+        opts = recipe.llava_options()
+        opts.check()
+    except (TypeError, ValueError) as exc:
+        raise RecipeError(f"{source}: llava_options: {exc}") from None
+    if not recipe.llava_export_path.endswith(".json"):
+        raise RecipeError(f"{source}: llava_export_path must end with .json")
+    if opts.restore_questions and not os.path.isfile(str(opts.original_llava_ds_path)):
+        raise RecipeError(
+            f"{source}: llava_options.original_llava_ds_path {opts.original_llava_ds_path!r} "
+            "does not exist"
+        )
 
 
 def _resolve(p: str, base_dir: Path | None) -> Path:

@@ -1,0 +1,172 @@
+"""`dj-convert`: format conversion and training-data preparation.
+
+Data-Juicer's own spelling works too, so the challenge's call ports by swapping
+the program name:
+
+    dj-convert dj-to-llava IN.jsonl OUT.json --image_special_token "<__dj__image>" \\
+        --restore_questions True --original_llava_ds_path input/pretrain_stage_1/stage_1.json
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+
+from .llava import (
+    DJ_EOC,
+    LLAVA_IMAGE,
+    ConversionError,
+    DjToLlavaOptions,
+    LlavaToDjOptions,
+    dj_to_llava,
+    llava_to_dj,
+)
+from .prepare import CHALLENGE_CAP, cap_samples, check_global_batch, top_samples
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+
+_TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
+
+
+def _opt(name: str, help: str, flag: bool = False):  # noqa: A002
+    """An option under both spellings: --dash-case and Data-Juicer's --snake_case."""
+    dash, snake = name.replace("_", "-"), name
+    if flag:
+        return typer.Option(f"--{dash}/--no-{dash}", f"--{snake}/--no_{snake}", help=help)
+    return typer.Option(f"--{dash}", f"--{snake}", help=help)
+
+
+def normalize_bool_args(argv: list[str], flags: set[str]) -> list[str]:
+    """Fire-style `--restore_questions True` / `--flag=False` -> `--flag` / `--no-flag`."""
+    out: list[str] = []
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        name, eq, value = arg.partition("=")
+        key = name.lstrip("-").replace("-", "_")
+        if arg.startswith("--") and key in flags:
+            if not eq and i + 1 < len(argv) and argv[i + 1].lower() in _TRUE | _FALSE:
+                value, eq = argv[i + 1], "="
+                i += 1
+            if eq:
+                if value.lower() not in _TRUE | _FALSE:
+                    raise typer.BadParameter(f"{name} expects True or False, got {value!r}")
+                arg = (
+                    f"--{key.replace('_', '-')}"
+                    if value.lower() in _TRUE
+                    else f"--no-{key.replace('_', '-')}"
+                )
+        out.append(arg)
+        i += 1
+    return out
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(1)
+
+
+@app.command("dj-to-llava")
+def cmd_dj_to_llava(
+    dj_ds_path: Annotated[str, typer.Argument(help="Data-Juicer JSONL (file, folder or glob)")],
+    target_llava_ds_path: Annotated[str, typer.Argument(help="LLaVA JSON to write (.json)")],
+    keep_only_first_image: Annotated[bool, _opt("keep_only_first_image", "Strip image tokens after the first sentence", True)] = True,
+    eoc_special_token: Annotated[str, _opt("eoc_special_token", "End-of-chunk token")] = DJ_EOC,
+    image_special_token: Annotated[str, _opt("image_special_token", "Image token in the data")] = LLAVA_IMAGE,
+    sent_separator: Annotated[str, _opt("sent_separator", "Sentence separator")] = "\n",
+    restore_questions: Annotated[bool, _opt("restore_questions", "Restore questions from the original LLaVA file by id", True)] = False,
+    original_llava_ds_path: Annotated[str | None, _opt("original_llava_ds_path", "Original LLaVA JSON")] = None,
+) -> None:  # fmt: skip
+    """Data-Juicer JSONL -> LLaVA JSON, byte-identical to Data-Juicer 1.6.1's dj_to_llava."""
+    opts = DjToLlavaOptions(
+        keep_only_first_image, eoc_special_token, image_special_token, sent_separator,
+        restore_questions, original_llava_ds_path,
+    )  # fmt: skip
+    try:
+        n = dj_to_llava(dj_ds_path, target_llava_ds_path, opts)
+    except (ConversionError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {n} samples to {target_llava_ds_path}", err=True)
+
+
+@app.command("llava-to-dj")
+def cmd_llava_to_dj(
+    llava_ds_path: Annotated[str, typer.Argument(help="LLaVA JSON")],
+    target_ds_path: Annotated[str, typer.Argument(help="Data-Juicer JSONL to write (.jsonl)")],
+    str_id: Annotated[bool, _opt("str_id", "Turn ids into strings", True)] = True,
+    split_chunk: Annotated[bool, _opt("split_chunk", "One chunk (eoc) per round", True)] = False,
+    image_broadcast: Annotated[bool, _opt("image_broadcast", "Repeat the image token in every round", True)] = False,
+    image_broadcast_pos: Annotated[str, _opt("image_broadcast_pos", "random|before|after|follow")] = "random",
+    eoc_special_token: Annotated[str, _opt("eoc_special_token", "End-of-chunk token")] = DJ_EOC,
+    image_special_token: Annotated[str, _opt("image_special_token", "Image token in the data")] = LLAVA_IMAGE,
+    add_eoc_at_last: Annotated[bool, _opt("add_eoc_at_last", "End the text with the eoc token", True)] = True,
+    sent_separator: Annotated[str, _opt("sent_separator", "Sentence separator")] = "\n",
+    only_keep_caption: Annotated[bool, _opt("only_keep_caption", "Keep only the answers (captions)", True)] = False,
+    seed: Annotated[int, typer.Option(help="Seed for image_broadcast_pos=random (Data-Juicer: unseeded)")] = 0,
+) -> None:  # fmt: skip
+    """LLaVA JSON -> Data-Juicer JSONL, byte-identical to Data-Juicer 1.6.1's llava_to_dj."""
+    opts = LlavaToDjOptions(
+        str_id, split_chunk, image_broadcast, image_broadcast_pos, eoc_special_token,
+        image_special_token, add_eoc_at_last, sent_separator, only_keep_caption, seed,
+    )  # fmt: skip
+    try:
+        n = llava_to_dj(llava_ds_path, target_ds_path, opts)
+    except (ConversionError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {n} samples to {target_ds_path}", err=True)
+
+
+@app.command("cap")
+def cmd_cap(
+    in_path: Annotated[str, typer.Argument(help="Data-Juicer JSONL")],
+    out_path: Annotated[str, typer.Argument(help="JSONL to write")],
+    max_samples: Annotated[int, typer.Option(help="The cap (the challenge: 200000)")] = CHALLENGE_CAP,
+    by: Annotated[str | None, typer.Option(help="Keep the top N by this stats key instead of the toolkit's random sample")] = None,
+    stats_file: Annotated[str | None, typer.Option(help="Stats side file (<export>_stats.jsonl) for --by")] = None,
+) -> None:  # fmt: skip
+    """At most N samples: the toolkit's seeded random sample, or the top N by a stats key."""
+    try:
+        if by:
+            n = top_samples(in_path, out_path, by, max_samples, stats_file)
+        else:
+            n = cap_samples(in_path, out_path, max_samples)
+    except (ConversionError, ValueError) as exc:
+        _fail(exc)
+    typer.echo(f"wrote {n} samples to {out_path}", err=True)
+
+
+@app.command("check-batch")
+def cmd_check_batch(
+    per_device_batch_size: Annotated[int, typer.Option(help="per_device_train_batch_size")],
+    grad_accum: Annotated[int, typer.Option(help="gradient_accumulation_steps")],
+    stage: Annotated[str, typer.Option(help="pretrain (256) or finetune (128)")] = "pretrain",
+    num_gpus: Annotated[int | None, typer.Option(help="GPUs (default: the CUDA devices seen)")] = None,
+) -> None:  # fmt: skip
+    """The toolkit's global-batch rule: batch x accumulation x GPUs = 256 / 128."""
+    if stage not in ("pretrain", "finetune"):
+        _fail(ValueError(f"--stage must be pretrain or finetune, got {stage!r}"))
+    if num_gpus is None:
+        try:
+            import torch
+
+            num_gpus = torch.cuda.device_count()
+        except ImportError:
+            _fail(ValueError("torch is not installed: pass --num-gpus"))
+    try:
+        typer.echo(check_global_batch(per_device_batch_size, grad_accum, num_gpus, stage))
+    except ConversionError as exc:
+        _fail(exc)
+
+
+_BOOL_FLAGS = {
+    "keep_only_first_image", "restore_questions", "str_id", "split_chunk", "image_broadcast",
+    "add_eoc_at_last", "only_keep_caption",
+}  # fmt: skip
+
+
+def main() -> None:
+    """Console entry point: accepts Fire-style booleans (`--flag True`) as Data-Juicer's tools do."""
+    sys.argv[1:] = normalize_bool_args(sys.argv[1:], _BOOL_FLAGS)
+    app()
