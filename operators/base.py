@@ -45,6 +45,12 @@ class Op:
     name: ClassVar[str] = "op"  # set by @register
     accelerator: str = "cpu"  # class default; "cuda" for model operators
     default_batch_size: ClassVar[int] = 1000
+    # Operators that look at pixels: the base class decodes every image of a batch
+    # in parallel first and quarantines the samples whose images cannot be decoded.
+    needs_pixels: ClassVar[bool] = False
+    # False for operators holding torch models: executors then start workers with
+    # `spawn`, since forking a process whose torch thread pools already ran can hang.
+    fork_safe: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -81,6 +87,7 @@ class Op:
 
     def run(self, batch: Batch, ledger: Ledger) -> Batch:
         """Apply to `batch`, recording counts, time, drops and errors in `ledger`."""
+        self.setup()  # idempotent; a failure here is the run's error, not the samples'
         start = time.perf_counter()
         metrics = ledger.op(self.index)
         parts = [self._guarded(part, ledger) for part in batch.slices(self.batch_size)]
@@ -91,6 +98,10 @@ class Op:
         return out
 
     def _guarded(self, batch: Batch, ledger: Ledger) -> Batch:
+        if self.needs_pixels:
+            batch = self._decode_pixels(batch, ledger)
+            if not len(batch):
+                return batch
         try:
             return self._apply(batch, ledger)
         except Exception as exc:
@@ -105,6 +116,37 @@ class Op:
             except Exception as exc:
                 self._quarantine(row, exc, ledger)
         return Batch.concat(kept, batch.ctx) if kept else batch.take([])
+
+    def _decode_pixels(self, batch: Batch, ledger: Ledger) -> Batch:
+        """Decode all images (threads; PIL releases the GIL) into the shared media cache."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        media = batch.ctx.media
+        paths = list(dict.fromkeys(p for row in batch.images for p in row))
+        errors: dict[str, Exception] = {}
+
+        def decode(path: str) -> None:
+            try:
+                media.rgb(path)
+            except MediaError as exc:
+                errors[path] = exc
+
+        if len(paths) > 1:
+            with ThreadPoolExecutor(max_workers=min(8, len(paths))) as pool:
+                list(pool.map(decode, paths))
+        else:
+            for path in paths:
+                decode(path)
+        if not errors:
+            return batch
+        good = []
+        for i, row in enumerate(batch.images):
+            bad = next((errors[p] for p in row if p in errors), None)
+            if bad is None:
+                good.append(i)
+            else:
+                self._quarantine(batch.take([i]), bad, ledger)
+        return batch.take(good)
 
     def _quarantine(self, row: Batch, exc: Exception, ledger: Ledger) -> None:
         ledger.op(self.index).quarantined += 1

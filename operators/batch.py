@@ -159,3 +159,26 @@ class Batch:
                 columns[k].extend(b.columns.get(k) or [MISSING] * len(b))
             refs.extend(b.refs)
         return Batch(columns, refs, ctx or batches[0].ctx)
+
+
+def image_chunks(
+    text: str, images: list[str], image_token: str, eoc_token: str
+) -> list[tuple[str, list[str]]]:
+    """The sample's chunks as (text without special tokens, the chunk's image paths).
+
+    Data-Juicer's grammar: the text splits into chunks at the end-of-chunk token,
+    and image tokens take `images` in order. A text that holds images but no
+    image token at all (a plain caption) is one chunk owning every image.
+    """
+    if images and image_token not in text:
+        clean = text.replace(eoc_token, "").strip()
+        return [(clean, list(images))]
+    out = []
+    offset = 0
+    for chunk in text.split(eoc_token):
+        count = chunk.count(image_token)
+        paths = images[offset : offset + count]
+        offset += count
+        if chunk.strip() or paths:
+            out.append((chunk.replace(image_token, "").strip(), paths))
+    return out

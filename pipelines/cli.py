@@ -87,7 +87,7 @@ def main(
             "error: the Ray executor is not available yet; use executor_type: default", err=True
         )
         raise typer.Exit(2)
-    from .local_executor import LocalExecutor
+    from .local_executor import LocalExecutor, WorkerSetupError
     from .summary import render
 
     try:
@@ -95,6 +95,9 @@ def main(
     except (DatasetError, ExportError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except WorkerSetupError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except ConversionError as exc:
         typer.echo(
             f"error: the JSONL export is written, but the LLaVA export failed: {exc}", err=True

@@ -30,19 +30,29 @@ from .summary import RunAccount, machine, now_iso, write_summary
 log = logging.getLogger("dj_synth")
 
 _RUNNER: StageRunner | None = None
+_SETUP_ERROR: str | None = None
+
+
+class WorkerSetupError(RuntimeError):
+    """A worker could not build its operators (e.g. a model failed to load)."""
 
 
 def _init_worker(recipe: Recipe) -> None:
-    global _RUNNER
-    if recipe.settings.custom_operator_paths:
-        from dj_synth.operators import load_custom_operators
+    """Build the operators (and load their models) once per worker process."""
+    global _RUNNER, _SETUP_ERROR
+    try:
+        if recipe.settings.custom_operator_paths:
+            from dj_synth.operators import load_custom_operators
 
-        load_custom_operators(recipe.settings.custom_operator_paths)
-    _RUNNER = StageRunner(recipe)
+            load_custom_operators(recipe.settings.custom_operator_paths)
+        _RUNNER = StageRunner(recipe)
+    except Exception as exc:  # reported by the first task, not as an opaque broken pool
+        _SETUP_ERROR = f"{type(exc).__name__}: {exc}"
 
 
 def _run_task(stage_index: int, items: list[RawItem]) -> StageOutput:
-    assert _RUNNER is not None
+    if _RUNNER is None:
+        raise WorkerSetupError(f"worker setup failed: {_SETUP_ERROR}")
     return _RUNNER.run(stage_index, items)
 
 
@@ -51,6 +61,8 @@ class _InlinePool:
 
     def __init__(self, recipe: Recipe) -> None:
         _init_worker(recipe)
+        if _RUNNER is None:
+            raise WorkerSetupError(f"setup failed: {_SETUP_ERROR}")
 
     def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
         fut: Future = Future()
@@ -106,7 +118,8 @@ class LocalExecutor:
         if np_ == 1:
             pool: Any = _InlinePool(recipe)
         else:
-            method = "spawn" if any(op.accelerator == "cuda" for op in ops) else "fork"
+            fork_ok = all(op.fork_safe and op.accelerator != "cuda" for op in ops)
+            method = "fork" if fork_ok else "spawn"
             pool = ProcessPoolExecutor(
                 np_, mp_context=mp.get_context(method), initializer=_init_worker,
                 initargs=(recipe,),

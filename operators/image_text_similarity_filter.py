@@ -1,0 +1,141 @@
+"""image_text_similarity_filter: keep samples whose images match their text under CLIP."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from .base import RangeFilter
+from .batch import Batch, image_chunks
+from .models import (
+    ModelOp,
+    decode_threads,
+    flip_image,
+    pick_device,
+    pick_dtype,
+    prefetched,
+    resolve_model_path,
+    run_in_batches,
+)
+from .registry import register
+
+REDUCERS = {
+    "avg": lambda xs: sum(xs) / len(xs),
+    "max": max,
+    "min": min,
+}
+
+
+@register("image_text_similarity_filter")
+class ImageTextSimilarityFilter(ModelOp, RangeFilter):
+    """Stat `image_text_similarity`: per chunk with images, the cosine similarity of the
+    CLIP image and text embeddings, reduced over the chunk's images by `reduce_mode`.
+
+    Data-Juicer computes `logits_per_text / 100`, which is the same cosine for
+    OpenAI CLIP (logit scale 100); we compute the cosine directly, for any CLIP.
+    It scores one sample at a time; we embed every distinct image and text of the
+    batch in accelerator batches of `gpu_batch_size`. Samples without images are
+    kept. `open_clip_model` (+ `open_clip_pretrained`, a weights file) loads an
+    open_clip model instead of `hf_clip`.
+    """
+
+    accelerator = "cuda"
+    needs_pixels = True
+    default_batch_size = 256
+    stats_key = "image_text_similarity"
+    stats_keys = ("image_text_similarity",)
+    min_arg, max_arg = "min_score", "max_score"
+
+    def __init__(
+        self,
+        hf_clip: str = "openai/clip-vit-base-patch32",
+        trust_remote_code: bool = False,
+        min_score: float = 0.1,
+        max_score: float = 1.0,
+        horizontal_flip: bool = False,
+        vertical_flip: bool = False,
+        any_or_all: Literal["any", "all"] = "any",
+        reduce_mode: Literal["avg", "max", "min"] = "avg",
+        open_clip_model: str | None = None,
+        open_clip_pretrained: str | None = None,
+        gpu_batch_size: int = 128,
+        dtype: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if reduce_mode not in REDUCERS:
+            raise ValueError(f"reduce_mode must be one of {sorted(REDUCERS)}, got {reduce_mode!r}")
+        self.hf_clip, self.trust_remote_code = hf_clip, trust_remote_code
+        self.min_score, self.max_score = min_score, max_score
+        self.horizontal_flip, self.vertical_flip = horizontal_flip, vertical_flip
+        self.any_or_all, self.reduce_mode = any_or_all, reduce_mode
+        self.open_clip_model, self.open_clip_pretrained = open_clip_model, open_clip_pretrained
+        self.gpu_batch_size, self.dtype = gpu_batch_size, dtype
+        pick_dtype(dtype, "cpu")  # validates the name
+        if open_clip_model is None:
+            self.model_path = resolve_model_path(
+                hf_clip, ("config.json", "preprocessor_config.json")
+            )
+        else:
+            self.model_path = open_clip_pretrained
+            if open_clip_pretrained is not None:
+                import os
+
+                if not os.path.exists(open_clip_pretrained):
+                    raise FileNotFoundError(
+                        f"open_clip_pretrained {open_clip_pretrained} does not exist"
+                    )
+
+    # -- model ------------------------------------------------------------
+    def setup(self) -> None:
+        if self._model is None:
+            from .clip_backends import load_clip
+
+            device = pick_device(self.accelerator)
+            self._model = load_clip(
+                self.hf_clip if self.open_clip_model is None else None,
+                self.model_path, self.open_clip_model, device,
+                pick_dtype(self.dtype, device), self.trust_remote_code,
+            )  # fmt: skip
+
+    # -- stats ------------------------------------------------------------
+    def compute(self, batch: Batch) -> list[list[float]]:
+        ctx = batch.ctx
+        per_sample = [
+            image_chunks(text, paths, ctx.image_token, ctx.eoc_token)
+            for text, paths in zip(batch.texts, batch.images)
+        ]
+        pairs = {(p, text) for chunks in per_sample for text, paths in chunks for p in paths}
+        scores = self.score_pairs(sorted(pairs), batch)
+        reduce = REDUCERS[self.reduce_mode]
+        return [
+            [reduce([scores[(p, text)] for p in paths]) for text, paths in chunks if paths]
+            for chunks in per_sample
+        ]
+
+    def score_pairs(
+        self, pairs: list[tuple[str, str]], batch: Batch
+    ) -> dict[tuple[str, str], float]:
+        """Cosine similarity per (image path, text), embedding each distinct image/text once."""
+        clip = self._model
+        media = batch.ctx.media
+        paths = sorted({p for p, _ in pairs})
+        texts = sorted({t for _, t in pairs})
+
+        def prepare(chunk: list[str]):
+            flip = self.horizontal_flip, self.vertical_flip
+            return clip.preprocess_images([flip_image(media.rgb(p), *flip) for p in chunk])
+
+        size = self.gpu_batch_size
+        chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
+        image_emb = [
+            row
+            for tensor in prefetched(prepare, chunks, decode_threads())
+            for row in run_in_batches(clip.embed_images, list(tensor), size)
+        ]
+        text_emb = run_in_batches(clip.embed_texts, texts, size)
+        img_index = {p: i for i, p in enumerate(paths)}
+        txt_index = {t: i for i, t in enumerate(texts)}
+        return {
+            (p, t): float((image_emb[img_index[p]] * text_emb[txt_index[t]]).sum())
+            for p, t in pairs
+        }
