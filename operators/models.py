@@ -76,10 +76,12 @@ def quiet_transformers() -> None:
 
 
 def pick_device(accelerator: str) -> str:
+    """`cuda:<worker rank mod GPUs>` (one model per worker, spread over the GPUs), else cpu."""
     import torch
 
     if accelerator == "cuda" and torch.cuda.is_available():
-        return "cuda"
+        rank = int(os.environ.get("DJ_SYNTH_WORKER_RANK", "0"))
+        return f"cuda:{rank % torch.cuda.device_count()}"
     return "cpu"
 
 
@@ -93,7 +95,7 @@ def pick_dtype(dtype: str | None, device: str):
         if dtype not in names:
             raise ValueError(f"dtype must be one of {sorted(names)} or 'auto', got {dtype!r}")
         return names[dtype]
-    return torch.bfloat16 if device == "cuda" else torch.float32
+    return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
 def run_in_batches(fn: Callable[[list[T]], list[R]], items: list[T], batch_size: int) -> list[R]:
@@ -113,7 +115,7 @@ def run_in_batches(fn: Callable[[list[T]], list[R]], items: list[T], batch_size:
             if size == 1:
                 raise
             torch.cuda.empty_cache()
-            size = max(1, size // 2)
+            size = max(1, len(chunk) // 2)
             continue
         i += len(chunk)
     return out

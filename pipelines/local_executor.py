@@ -37,9 +37,16 @@ class WorkerSetupError(RuntimeError):
     """A worker could not build its operators (e.g. a model failed to load)."""
 
 
-def _init_worker(recipe: Recipe) -> None:
-    """Build the operators (and load their models) once per worker process."""
+def _init_worker(recipe: Recipe, counter: Any = None) -> None:
+    """Build the operators (and load their models) once per worker process.
+
+    Each worker takes a rank from `counter`, so model operators spread over the GPUs.
+    """
     global _RUNNER, _SETUP_ERROR
+    if counter is not None:
+        with counter.get_lock():
+            os.environ["DJ_SYNTH_WORKER_RANK"] = str(counter.value)
+            counter.value += 1
     try:
         if recipe.settings.custom_operator_paths:
             from dj_synth.operators import load_custom_operators
@@ -120,9 +127,10 @@ class LocalExecutor:
         else:
             fork_ok = all(op.fork_safe and op.accelerator != "cuda" for op in ops)
             method = "fork" if fork_ok else "spawn"
+            ctx = mp.get_context(method)
             pool = ProcessPoolExecutor(
-                np_, mp_context=mp.get_context(method), initializer=_init_worker,
-                initargs=(recipe,),
+                np_, mp_context=ctx, initializer=_init_worker,
+                initargs=(recipe, ctx.Value("i", 0)),
             )  # fmt: skip
         window = 2 * np_ + 1
         try:

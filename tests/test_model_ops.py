@@ -291,3 +291,38 @@ def test_dj_run_recaption_and_clip_filter(tiny_models, photos, tmp_path):
     assert [r["id"] for r in rows] == [str(i) for i in range(5) for _ in range(2)]
     stats = read_jsonl(s["stats_files"][0])
     assert all(len(st["__dj__stats__"]["image_text_similarity"]) == 1 for st in stats)
+
+
+def test_workers_spread_over_gpus(monkeypatch):
+    import torch
+
+    from dj_synth.operators.models import pick_device, pick_dtype
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("DJ_SYNTH_WORKER_RANK", "3")
+    assert pick_device("cuda") == "cuda:1"
+    assert pick_device("cpu") == "cpu"
+    assert pick_dtype("auto", "cuda:1") == torch.bfloat16
+    assert pick_dtype("auto", "cpu") == torch.float32
+    assert pick_dtype("fp16", "cuda:0") == torch.float16
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        pick_dtype("int3", "cpu")
+
+
+def test_oom_halves_the_batch(monkeypatch):
+    import torch
+
+    from dj_synth.operators.models import run_in_batches
+
+    sizes = []
+
+    def fn(chunk):
+        sizes.append(len(chunk))
+        if len(chunk) > 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory")
+        return [x * 2 for x in chunk]
+
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+    assert run_in_batches(fn, list(range(10)), 16) == [x * 2 for x in range(10)]
+    assert sizes[:3] == [10, 5, 2] and max(sizes[3:]) <= 2
