@@ -8,6 +8,7 @@ import sys
 from typing import Annotated
 
 import typer
+
 from dj_synth.operators import OPERATORS
 from dj_synth.operators.base import Deduplicator, Filter, Mapper
 from dj_synth.tools.llava import ConversionError

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
 from dj_synth.operators.batch import SampleRef
 from dj_synth.operators.media import MediaCache, MediaError, decode_rgb
 

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
 from dj_synth.operators import Op, get_operator, load_custom_operators
 from dj_synth.operators.base import IGNORED_OP_ARGS
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 log = logging.getLogger("dj_synth")
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+
 from dj_synth.operators.base import DEDUP_KEY, Deduplicator, Op
 from dj_synth.operators.batch import MISSING, STATS, Batch, BatchContext, SampleRef
 from dj_synth.operators.ledger import Ledger, OpMetrics, QuarantineRecord
@@ -177,17 +178,19 @@ class StageRunner:
         is_last = stage.index == len(self.stages) - 1
         keys = batch.columns.pop(DEDUP_KEY, None)
         ids = batch.columns.get("id")
+        # the full sample is needed to feed the next stage or to record a dedup drop
+        need_full = not is_last or keys is not None or self.keep_stats
         for i, row in enumerate(batch.rows()):
-            full = dumps(row)
             sid = ids[i] if ids and ids[i] is not MISSING else None
-            survivor = Survivor(batch.refs[i], full, sid, keys[i] if keys else None)
+            survivor = Survivor(batch.refs[i], b"", sid, keys[i] if keys else None)
+            if need_full:
+                survivor.sample = dumps(row)
             if is_last:
                 if self.keep_stats:
-                    survivor.export = full
+                    survivor.export = survivor.sample
                 else:
-                    had_stats = STATS in row
                     stats = row.pop(STATS, {})
-                    survivor.export = dumps(row) if had_stats else full
+                    survivor.export = dumps(row)
                     survivor.stats = dumps({STATS: stats})
             out.survivors.append(survivor)
         names = {op.index: op.name for op in stage.ops}

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
 from dj_synth.operators import Batch, SampleRef, get_operator
 from dj_synth.operators.ledger import Ledger
 from dj_synth.pipelines.local_executor import LocalExecutor

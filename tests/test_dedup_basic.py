@@ -8,11 +8,12 @@ import json
 import imagehash
 import numpy as np
 import pytest
+from helpers import read_jsonl, run_recipe, write_recipe
+from PIL import Image
+
 from dj_synth.operators import Batch, SampleRef, get_operator
 from dj_synth.operators.base import DEDUP_KEY
 from dj_synth.operators.ledger import Ledger
-from helpers import read_jsonl, run_recipe, write_recipe
-from PIL import Image
 
 IMG, EOC = "<__dj__image>", "<|__dj__eoc|>"
 

@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from dj_synth.pipelines.cli import app
 from helpers import read_jsonl
 from typer.testing import CliRunner
+
+from dj_synth.pipelines.cli import app
 
 REPO = Path(__file__).resolve().parent.parent
 RECIPE = REPO / "recipes" / "demo.yaml"

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from dj_synth.operators import get_operator
-from dj_synth.operators.image_size_filter import size_to_bytes
 from helpers import run_op
 from PIL import Image
+
+from dj_synth.operators import get_operator
+from dj_synth.operators.image_size_filter import size_to_bytes
 
 # -- size_to_bytes ---------------------------------------------------------------
 

@@ -7,6 +7,9 @@ import random
 from pathlib import Path
 
 import pytest
+from helpers import read_jsonl, run_recipe, write_recipe
+from typer.testing import CliRunner
+
 from dj_synth.tools.convert_cli import _BOOL_FLAGS, app, normalize_bool_args
 from dj_synth.tools.llava import (
     ConversionError,
@@ -16,8 +19,6 @@ from dj_synth.tools.llava import (
     llava_to_dj,
 )
 from dj_synth.tools.prepare import cap_samples, check_global_batch, top_samples
-from helpers import read_jsonl, run_recipe, write_recipe
-from typer.testing import CliRunner
 
 GOLDEN = Path(__file__).parent / "golden" / "llava"
 # Where we deliberately stop instead of reproducing Data-Juicer's silent damage.

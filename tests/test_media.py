@@ -9,6 +9,8 @@ import zlib
 
 import numpy as np
 import pytest
+from PIL import Image, ImageFile
+
 from dj_synth.operators import media
 from dj_synth.operators.media import (
     ImageHeader,
@@ -17,7 +19,6 @@ from dj_synth.operators.media import (
     decode_rgb,
     read_header,
 )
-from PIL import Image, ImageFile
 
 BLUE, RED = (0, 0, 255), (255, 0, 0)
 

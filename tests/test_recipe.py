@@ -6,10 +6,11 @@ import logging
 import os
 
 import pytest
-from dj_synth.pipelines.cli import app
-from dj_synth.pipelines.recipe import RecipeError, load_recipe
 from helpers import write_recipe
 from typer.testing import CliRunner
+
+from dj_synth.pipelines.cli import app
+from dj_synth.pipelines.recipe import RecipeError, load_recipe
 
 
 @pytest.fixture

@@ -6,8 +6,9 @@ import inspect
 import sys
 
 import pytest
-from dj_synth.operators import Batch, SampleRef, get_operator
 from helpers import run_op
+
+from dj_synth.operators import Batch, SampleRef, get_operator
 
 
 def texts_of(out: Batch) -> list[str]:

@@ -141,8 +141,9 @@ def test_open_clip(tiny_models: dict[str, str], images: list[Image.Image]) -> No
 
 
 def test_cli(tmp_path: Path) -> None:
-    from dj_synth.tools.tiny_models import HELP, app
     from typer.testing import CliRunner
+
+    from dj_synth.tools.tiny_models import HELP, app
 
     result = CliRunner().invoke(app, ["--help"])
     assert result.exit_code == 0
