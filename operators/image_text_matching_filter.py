@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .base import RangeFilter
-from .batch import Batch, image_chunks
-from .image_text_similarity_filter import REDUCERS
+from .batch import Batch
+from .image_text_scoring import ImageTextScoreFilter
 from .models import (
-    ModelOp,
     flip_image,
     pick_device,
     pick_dtype,
@@ -20,7 +18,7 @@ from .registry import register
 
 
 @register("image_text_matching_filter")
-class ImageTextMatchingFilter(ModelOp, RangeFilter):
+class ImageTextMatchingFilter(ImageTextScoreFilter):
     """Stat `image_text_matching_score`: per chunk with images, BLIP's image-text matching
     probability (softmax of the ITM head, "match" class), reduced over the chunk's images.
 
@@ -29,12 +27,8 @@ class ImageTextMatchingFilter(ModelOp, RangeFilter):
     images are kept.
     """
 
-    accelerator = "cuda"
-    needs_pixels = True
-    default_batch_size = 256
     stats_key = "image_text_matching_score"
     stats_keys = ("image_text_matching_score",)
-    min_arg, max_arg = "min_score", "max_score"
 
     def __init__(
         self,
@@ -51,8 +45,7 @@ class ImageTextMatchingFilter(ModelOp, RangeFilter):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if reduce_mode not in REDUCERS:
-            raise ValueError(f"reduce_mode must be one of {sorted(REDUCERS)}, got {reduce_mode!r}")
+        self.check_reduce_mode(reduce_mode)
         self.hf_blip, self.trust_remote_code = hf_blip, trust_remote_code
         self.min_score, self.max_score = min_score, max_score
         self.horizontal_flip, self.vertical_flip = horizontal_flip, vertical_flip
@@ -75,22 +68,17 @@ class ImageTextMatchingFilter(ModelOp, RangeFilter):
             processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=True)
             self._model = (model, processor, device, dtype)
 
-    def compute(self, batch: Batch) -> list[list[float]]:
-        ctx = batch.ctx
-        per_sample = [
-            image_chunks(text, paths, ctx.image_token, ctx.eoc_token)
-            for text, paths in zip(batch.texts, batch.images)
-        ]
-        pairs = sorted(
-            {(p, text) for chunks in per_sample for text, paths in chunks for p in paths}
-        )
+    def score_pairs(
+        self, pairs: list[tuple[str, str]], batch: Batch
+    ) -> dict[tuple[str, str], float]:
+        media = batch.ctx.media
+        flips = self.horizontal_flip, self.vertical_flip
 
         def score(chunk: list[tuple[str, str]]) -> list[float]:
             import torch
 
             model, processor, device, dtype = self._model
-            flips = self.horizontal_flip, self.vertical_flip
-            images = [flip_image(ctx.media.rgb(p), *flips) for p, _ in chunk]
+            images = [flip_image(media.rgb(p), *flips) for p, _ in chunk]
             inputs = processor(images=images, text=[t for _, t in chunk], padding=True,
                                truncation=True, return_tensors="pt").to(device)  # fmt: skip
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
@@ -98,9 +86,4 @@ class ImageTextMatchingFilter(ModelOp, RangeFilter):
                 logits = model(**inputs, use_itm_head=True).itm_score
             return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().tolist()
 
-        scores = dict(zip(pairs, run_in_batches(score, pairs, self.gpu_batch_size)))
-        reduce = REDUCERS[self.reduce_mode]
-        return [
-            [reduce([scores[(p, text)] for p in paths]) for text, paths in chunks if paths]
-            for chunks in per_sample
-        ]
+        return dict(zip(pairs, run_in_batches(score, pairs, self.gpu_batch_size)))

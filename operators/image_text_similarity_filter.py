@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from .base import RangeFilter
-from .batch import Batch, image_chunks
+from .batch import Batch
+from .image_text_scoring import ImageTextScoreFilter
 from .models import (
-    ModelOp,
     decode_threads,
     flip_image,
     pick_device,
@@ -18,15 +17,9 @@ from .models import (
 )
 from .registry import register
 
-REDUCERS = {
-    "avg": lambda xs: sum(xs) / len(xs),
-    "max": max,
-    "min": min,
-}
-
 
 @register("image_text_similarity_filter")
-class ImageTextSimilarityFilter(ModelOp, RangeFilter):
+class ImageTextSimilarityFilter(ImageTextScoreFilter):
     """Stat `image_text_similarity`: per chunk with images, the cosine similarity of the
     CLIP image and text embeddings, reduced over the chunk's images by `reduce_mode`.
 
@@ -38,12 +31,8 @@ class ImageTextSimilarityFilter(ModelOp, RangeFilter):
     open_clip model instead of `hf_clip`.
     """
 
-    accelerator = "cuda"
-    needs_pixels = True
-    default_batch_size = 256
     stats_key = "image_text_similarity"
     stats_keys = ("image_text_similarity",)
-    min_arg, max_arg = "min_score", "max_score"
 
     def __init__(
         self,
@@ -62,8 +51,7 @@ class ImageTextSimilarityFilter(ModelOp, RangeFilter):
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if reduce_mode not in REDUCERS:
-            raise ValueError(f"reduce_mode must be one of {sorted(REDUCERS)}, got {reduce_mode!r}")
+        self.check_reduce_mode(reduce_mode)
         self.hf_clip, self.trust_remote_code = hf_clip, trust_remote_code
         self.min_score, self.max_score = min_score, max_score
         self.horizontal_flip, self.vertical_flip = horizontal_flip, vertical_flip
@@ -98,20 +86,6 @@ class ImageTextSimilarityFilter(ModelOp, RangeFilter):
             )  # fmt: skip
 
     # -- stats ------------------------------------------------------------
-    def compute(self, batch: Batch) -> list[list[float]]:
-        ctx = batch.ctx
-        per_sample = [
-            image_chunks(text, paths, ctx.image_token, ctx.eoc_token)
-            for text, paths in zip(batch.texts, batch.images)
-        ]
-        pairs = {(p, text) for chunks in per_sample for text, paths in chunks for p in paths}
-        scores = self.score_pairs(sorted(pairs), batch)
-        reduce = REDUCERS[self.reduce_mode]
-        return [
-            [reduce([scores[(p, text)] for p in paths]) for text, paths in chunks if paths]
-            for chunks in per_sample
-        ]
-
     def score_pairs(
         self, pairs: list[tuple[str, str]], batch: Batch
     ) -> dict[tuple[str, str], float]:
