@@ -48,6 +48,7 @@ class ImageCaptioningMapper(ModelOp, Mapper):
 
     accelerator = "cuda"
     needs_pixels = True
+    pixel_side = 448  # BLIP-2 sees 224 px
     default_batch_size = 256
 
     def __init__(
@@ -123,7 +124,7 @@ class ImageCaptioningMapper(ModelOp, Mapper):
         chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
 
         def prepare(chunk: list[tuple[str, str | None]]):
-            images = [media.rgb(p) for p, _ in chunk]
+            images = [self.pixels(media, p) for p, _ in chunk]
             prompts = [q for _, q in chunk]
             text = prompts if any(q is not None for q in prompts) else None
             if text is not None:

@@ -78,7 +78,7 @@ class ImageTextMatchingFilter(ImageTextScoreFilter):
             import torch
 
             model, processor, device, dtype = self._model
-            images = [flip_image(media.rgb(p), *flips) for p, _ in chunk]
+            images = [flip_image(self.pixels(media, p), *flips) for p, _ in chunk]
             inputs = processor(images=images, text=[t for _, t in chunk], padding=True,
                                truncation=True, return_tensors="pt").to(device)  # fmt: skip
             inputs["pixel_values"] = inputs["pixel_values"].to(dtype)

@@ -22,6 +22,7 @@ REDUCERS = {
 class ImageTextScoreFilter(ModelOp, RangeFilter):
     accelerator = "cuda"
     needs_pixels = True
+    pixel_side = 448  # CLIP / BLIP inputs are 224-384 px
     default_batch_size = 256
     min_arg, max_arg = "min_score", "max_score"
     reduce_mode = "avg"

@@ -97,7 +97,7 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
 
         def prepare(chunk: list[str]):
             flip = self.horizontal_flip, self.vertical_flip
-            return clip.preprocess_images([flip_image(media.rgb(p), *flip) for p in chunk])
+            return clip.preprocess_images([flip_image(self.pixels(media, p), *flip) for p in chunk])
 
         size = self.gpu_batch_size
         chunks = [paths[i : i + size] for i in range(0, len(paths), size)]

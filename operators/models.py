@@ -146,7 +146,7 @@ def flip_image(image: Any, horizontal: bool, vertical: bool) -> Any:
 
 
 def decode_threads() -> int:
-    return max(2, min(8, os.cpu_count() or 2))
+    return max(2, min(16, os.cpu_count() or 2))
 
 
 class ModelOp:

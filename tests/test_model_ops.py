@@ -326,3 +326,15 @@ def test_oom_halves_the_batch(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
     assert run_in_batches(fn, list(range(10)), 16) == [x * 2 for x in range(10)]
     assert sizes[:3] == [10, 5, 2] and max(sizes[3:]) <= 2
+
+
+def test_model_ops_decode_jpegs_at_reduced_scale(tiny_models, tmp_path):
+    """A 2000x1500 JPEG is decoded by DCT scaling to >= 448 px, not at full size."""
+    path = str(tmp_path / "big.jpg")
+    Image.new("RGB", (2000, 1500), (200, 30, 30)).save(path, quality=90)
+    out, _ = run_op("image_text_similarity_filter", [{"text": f"{TOK} red {EOC}", "images": [path]}],
+                    hf_clip=tiny_models["clip"], min_score=-1, accelerator="cpu")  # fmt: skip
+    media = out.ctx.media
+    assert not media._rgb  # no full-resolution decode
+    (img,) = media._reduced.values()
+    assert 448 <= min(img.size) < 1500
