@@ -7,9 +7,10 @@ from typing import Literal
 
 import imagehash
 
-from .base import Deduplicator
+from .base import DedupIndex, Deduplicator, ExactIndex
 from .batch import Batch
 from .document_deduplicator import checked_texts, special_tokens, text_hashes
+from .hamming_index import HammingIndex
 from .registry import register
 
 HASH_SIDE = 64  # decode side for hashing: hashes resize to 8x8 .. 64x64 anyway
@@ -40,8 +41,10 @@ class ImageDeduplicator(Deduplicator):
     64 px scale so the hash does not depend on the decode size), so borderline
     pairs may be judged differently.
 
-    `hamming_threshold` (ours) is reserved for near-duplicate matching; only 0
-    (exact matching, Data-Juicer's behaviour) is supported yet.
+    `hamming_threshold` (ours): 0 is Data-Juicer's exact matching; t > 0 makes a
+    sample a duplicate of an earlier kept sample whose image hashes (same count,
+    in order) each differ in at most t bits (multi-index hashing, no all-pairs
+    comparison; the filtered record gives the distance).
     """
 
     def __init__(
@@ -54,15 +57,17 @@ class ImageDeduplicator(Deduplicator):
         super().__init__(**kwargs)
         if method not in _HASHERS:
             raise ValueError(f"method must be one of {sorted(_HASHERS)}, not {method!r}")
-        if hamming_threshold != 0:
-            raise ValueError(
-                f"hamming_threshold={hamming_threshold!r} is not supported yet: "
-                "only 0 (exact hash matching) is implemented"
-            )
+        if not 0 <= hamming_threshold < 64:
+            raise ValueError(f"hamming_threshold must be in 0..63 bits, got {hamming_threshold}")
         self.method = method
         self.consider_text = consider_text
         self.hamming_threshold = hamming_threshold
         self._hash = _HASHERS[method]
+
+    def new_index(self) -> DedupIndex:
+        if self.hamming_threshold == 0:
+            return ExactIndex()
+        return HammingIndex(self.hamming_threshold, with_extra=self.consider_text)
 
     def compute_hash(self, batch: Batch) -> list[Hashable | None]:
         small = batch.ctx.media.small

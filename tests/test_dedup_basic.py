@@ -241,10 +241,11 @@ def test_image_dedup_arguments():
     assert (op.method, op.consider_text, op.hamming_threshold) == ("phash", False, 0)
     with pytest.raises(ValueError, match="method"):
         get_operator("image_deduplicator")(method="md5")
-    with pytest.raises(ValueError, match="hamming_threshold=4 is not supported yet"):
-        get_operator("image_deduplicator")(hamming_threshold=4)
-    with pytest.raises(ValueError, match="not supported yet"):
+    assert get_operator("image_deduplicator")(hamming_threshold=4).hamming_threshold == 4
+    with pytest.raises(ValueError, match="hamming_threshold must be in 0..63"):
         get_operator("image_deduplicator")(hamming_threshold=-1)
+    with pytest.raises(ValueError, match="hamming_threshold must be in 0..63"):
+        get_operator("image_deduplicator")(hamming_threshold=64)
 
 
 def test_image_dedup_bad_image_quarantined_alone(pics, tmp_path):
