@@ -1,0 +1,78 @@
+"""document_minhash_deduplicator: near-duplicate texts found, distinct and short texts spared."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from helpers import run_op
+
+from dj_synth.operators import get_operator
+from dj_synth.operators.document_minhash_deduplicator import optimal_param
+
+WORDS = ("red blue green small large old new happy quiet bright dark cat dog bird horse tree river "
+         "mountain house street car boat sits runs walks stands near under over beside the a on in "
+         "with at city field forest beach sky cloud sun moon child woman man").split()  # fmt: skip
+
+
+def _corpus(seed: int = 0):
+    rng = random.Random(seed)
+    rows, truth = [], {}
+    for i in range(60):
+        words = [rng.choice(WORDS) for _ in range(rng.randint(25, 40))]
+        base = " ".join(words)
+        rows.append({"id": f"b{i}", "text": f"<__dj__image>\n{base} <|__dj__eoc|>"})
+        # one word replaced, case and punctuation changed: the same caption
+        edited = list(words)
+        edited[rng.randrange(len(edited))] = rng.choice(WORDS)
+        variant = " ".join(edited).capitalize() + "."
+        rows.append({"id": f"v{i}", "text": f"<__dj__image> {variant} <|__dj__eoc|>"})
+        truth[f"v{i}"] = f"b{i}"
+    shorts = ["a cat", "a dog", "red car", "the sky", "a cat"]  # only the repeated one collides
+    for j, s in enumerate(shorts):
+        rows.append({"id": f"s{j}", "text": f"<__dj__image> {s} <|__dj__eoc|>"})
+    truth["s4"] = "s0"
+    rows.append({"id": "empty", "text": "<__dj__image> <|__dj__eoc|>"})
+    rows.append({"id": "empty2", "text": "<__dj__image><|__dj__eoc|>"})
+    return rows, truth
+
+
+def _dedup(rows, **args):
+    out, _ = run_op("document_minhash_deduplicator", rows, **args)
+    from dj_synth.operators.base import DEDUP_KEY
+
+    op = get_operator("document_minhash_deduplicator")(**args)
+    index = op.new_index()
+    dropped = {}
+    for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs):
+        reason = index.admit(key, ref, row["id"])
+        if reason:
+            dropped[row["id"]] = reason
+    return dropped
+
+
+def test_recall_precision_and_short_texts():
+    rows, truth = _corpus()
+    dropped = _dedup(rows, tokenization="punctuation", window_size=3)
+    assert set(dropped) <= set(truth)  # precision 100%: no distinct caption dropped
+    assert len(dropped) >= 0.9 * len(truth)  # recall >= 90% at one word edit in 25-40 words
+    for rid, reason in dropped.items():
+        assert reason.startswith(f"near-duplicate of id='{truth[rid]}'")
+    assert "s4" in dropped and not {"s0", "s1", "s2", "s3"} & set(dropped)
+    assert "empty" not in dropped and "empty2" not in dropped  # empty texts never collide
+
+
+def test_special_tokens_do_not_make_texts_alike():
+    rows = [{"id": "1", "text": "<__dj__image> a cat <|__dj__eoc|>"},
+            {"id": "2", "text": "<__dj__image> a dog <|__dj__eoc|>"}]  # fmt: skip
+    assert _dedup(rows, window_size=5) == {}
+
+
+def test_parameters():
+    assert optimal_param(0.7, 256) == optimal_param(0.7, 256)
+    b, r = optimal_param(0.7, 256)
+    assert b * r <= 256 and 10 <= b <= 60
+    with pytest.raises(ValueError, match="sentencepiece"):
+        get_operator("document_minhash_deduplicator")(tokenization="sentencepiece")
+    with pytest.raises(ValueError, match="both"):
+        get_operator("document_minhash_deduplicator")(num_bands=4)
