@@ -131,30 +131,54 @@ class DocumentMinhashDeduplicator(Deduplicator):
 
 
 class MinHashIndex(DedupIndex):
-    """Banded LSH over kept signatures; candidates verified by estimated Jaccard."""
+    """Banded LSH over kept signatures; candidates verified by estimated Jaccard.
+
+    Memory per kept sample: its signature (4 bytes a permutation, in one growing
+    array) and one small-int dict entry per band (the band's 64-bit hash -> index).
+    """
 
     def __init__(self, bands: int, rows: int, threshold: float) -> None:
         self.bands, self.rows, self.threshold = bands, rows, threshold
-        self.tables: list[dict[bytes, list[int]]] = [{} for _ in range(bands)]
-        self.kept: list[tuple[np.ndarray, int, Any]] = []
+        self.tables: list[dict[int, int | list[int]]] = [{} for _ in range(bands)]
+        self.sigs = np.zeros((0, 0), dtype=np.uint32)
+        self.count = 0
+        self.origin: list[tuple[int, Any]] = []
+
+    def _append(self, sig: np.ndarray) -> int:
+        if self.count == len(self.sigs):
+            grown = np.zeros((max(1024, 2 * len(self.sigs)), sig.size), dtype=np.uint32)
+            if self.count:
+                grown[: self.count] = self.sigs[: self.count]
+            self.sigs = grown
+        self.sigs[self.count] = sig
+        self.count += 1
+        return self.count - 1
 
     def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
         if key is None:
             return None
         sig = np.frombuffer(key, dtype=np.uint32)  # type: ignore[arg-type]
         width = self.rows * 4
-        band_keys = [key[i * width : (i + 1) * width] for i in range(self.bands)]  # type: ignore[index]
+        band_keys = [hash(key[i * width : (i + 1) * width]) for i in range(self.bands)]  # type: ignore[index]
         candidates: set[int] = set()
         for table, band in zip(self.tables, band_keys):
-            candidates.update(table.get(band, ()))
+            hit = table.get(band)
+            if hit is not None:
+                candidates.update(hit if isinstance(hit, list) else (hit,))
         for index in sorted(candidates):  # the earliest kept sample first
-            kept_sig, ordinal, kept_id = self.kept[index]
-            jaccard = float((kept_sig == sig).mean())
+            jaccard = float((self.sigs[index] == sig).mean())
             if jaccard >= self.threshold:
+                ordinal, kept_id = self.origin[index]
                 who = f"id={kept_id!r} " if kept_id is not None else ""
                 return f"near-duplicate of {who}(input sample #{ordinal}), estimated jaccard {jaccard:.2f}"
-        index = len(self.kept)
-        self.kept.append((sig, ref.ordinal, sample_id))
+        index = self._append(sig)
+        self.origin.append((ref.ordinal, sample_id))
         for table, band in zip(self.tables, band_keys):
-            table.setdefault(band, []).append(index)
+            hit = table.get(band)
+            if hit is None:
+                table[band] = index
+            elif isinstance(hit, list):
+                hit.append(index)
+            else:
+                table[band] = [hit, index]
         return None
