@@ -76,3 +76,23 @@ def test_parameters():
         get_operator("document_minhash_deduplicator")(tokenization="sentencepiece")
     with pytest.raises(ValueError, match="both"):
         get_operator("document_minhash_deduplicator")(num_bands=4)
+
+
+def test_same_result_for_any_np(tmp_path):
+    import json
+
+    from helpers import run_recipe, write_recipe
+
+    rows, _ = _corpus(seed=3)
+    data = tmp_path / "d.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    outs = []
+    for np_ in (1, 2):
+        recipe = write_recipe(
+            tmp_path / f"r{np_}.yaml", dataset_path=str(data), io_batch_size=16,
+            export_path=str(tmp_path / f"o{np_}" / "res.jsonl"), np=np_,
+            process=[{"document_minhash_deduplicator": {"tokenization": "punctuation", "window_size": 3}}],
+        )  # fmt: skip
+        s = run_recipe(recipe)
+        outs.append((open(s["export_files"][0], "rb").read(), s["filtered"]))
+    assert outs[0] == outs[1] and outs[0][1]["document_minhash_deduplicator"] > 40
