@@ -60,9 +60,3 @@ class Ledger:
         if index not in self.metrics:
             self.metrics[index] = OpMetrics()
         return self.metrics[index]
-
-    def merge(self, other: Ledger) -> None:
-        for index, m in other.metrics.items():
-            self.op(index).add(m)
-        self.filtered.extend(other.filtered)
-        self.quarantined.extend(other.quarantined)

@@ -79,7 +79,6 @@ class StageOutput:
     quarantined: list[bytes] = field(default_factory=list)
     quarantine_kinds: Counter[str] = field(default_factory=Counter)
     metrics: dict[int, OpMetrics] = field(default_factory=dict)
-    read_quarantined: int = 0
     n_items: int = 0  # rows that entered the stage
     read_seconds: float = 0.0  # parsing and checking input (first stage only)
 
@@ -168,7 +167,6 @@ class StageRunner:
                 ledger.quarantined.append(
                     QuarantineRecord("read", str(exc), item.ref, row=row, raw=raw_text)
                 )
-                out.read_quarantined += 1
                 continue
             rows.append(sample)
             refs.append(item.ref)

@@ -29,7 +29,6 @@ class RunAccount:
     input_samples: int = 0
     exported_samples: int = 0
     quarantined_samples: int = 0
-    read_quarantined: int = 0
     blank_lines: int = 0
     read_seconds: float = 0.0
     quarantine_kinds: Counter[str] = field(default_factory=Counter)

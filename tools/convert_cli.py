@@ -68,6 +68,15 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(1)
 
 
+def _write(convert, *args, out: str) -> None:
+    """Run a converter; report its count, or its error (ConversionError is a ValueError)."""
+    try:
+        n = convert(*args)
+    except ValueError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {n} samples to {out}", err=True)
+
+
 @app.command("dj-to-llava")
 def cmd_dj_to_llava(
     dj_ds_path: Annotated[str, typer.Argument(help="Data-Juicer JSONL (file, folder or glob)")],
@@ -84,11 +93,7 @@ def cmd_dj_to_llava(
         keep_only_first_image, eoc_special_token, image_special_token, sent_separator,
         restore_questions, original_llava_ds_path,
     )  # fmt: skip
-    try:
-        n = dj_to_llava(dj_ds_path, target_llava_ds_path, opts)
-    except (ConversionError, ValueError) as exc:
-        _fail(exc)
-    typer.echo(f"wrote {n} samples to {target_llava_ds_path}", err=True)
+    _write(dj_to_llava, dj_ds_path, target_llava_ds_path, opts, out=target_llava_ds_path)
 
 
 @app.command("llava-to-dj")
@@ -111,11 +116,7 @@ def cmd_llava_to_dj(
         str_id, split_chunk, image_broadcast, image_broadcast_pos, eoc_special_token,
         image_special_token, add_eoc_at_last, sent_separator, only_keep_caption, seed,
     )  # fmt: skip
-    try:
-        n = llava_to_dj(llava_ds_path, target_ds_path, opts)
-    except (ConversionError, ValueError) as exc:
-        _fail(exc)
-    typer.echo(f"wrote {n} samples to {target_ds_path}", err=True)
+    _write(llava_to_dj, llava_ds_path, target_ds_path, opts, out=target_ds_path)
 
 
 @app.command("cap")
@@ -127,14 +128,10 @@ def cmd_cap(
     stats_file: Annotated[str | None, typer.Option(help="Stats side file (<export>_stats.jsonl) for --by")] = None,
 ) -> None:  # fmt: skip
     """At most N samples: the toolkit's seeded random sample, or the top N by a stats key."""
-    try:
-        if by:
-            n = top_samples(in_path, out_path, by, max_samples, stats_file)
-        else:
-            n = cap_samples(in_path, out_path, max_samples)
-    except (ConversionError, ValueError) as exc:
-        _fail(exc)
-    typer.echo(f"wrote {n} samples to {out_path}", err=True)
+    if by:
+        _write(top_samples, in_path, out_path, by, max_samples, stats_file, out=out_path)
+    else:
+        _write(cap_samples, in_path, out_path, max_samples, out=out_path)
 
 
 @app.command("check-batch")
