@@ -306,7 +306,12 @@ def _short(value: Any) -> str:
 
 
 class DedupIndex:
-    """Decides, in input order and in one place, whether a hashed sample is new."""
+    """Decides, one sample at a time and in one place, whether a hashed sample is new.
+
+    Samples are admitted in input order (keep policy `first`) or best first
+    (`max`/`min` of a stats key, see `decide_ranked`); a sample is dropped only as a
+    duplicate of a sample already admitted, so every drop names a kept sample.
+    """
 
     def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
         """None to keep the sample; otherwise the reason it is a duplicate."""
@@ -314,7 +319,7 @@ class DedupIndex:
 
 
 class ExactIndex(DedupIndex):
-    """First occurrence in input order wins; a None key is never a duplicate."""
+    """The first admitted sample of each key wins; a None key is never a duplicate."""
 
     def __init__(self) -> None:
         self.first: dict[Hashable, tuple[int, Any]] = {}
@@ -333,9 +338,54 @@ class Deduplicator(Op):
     """Hashes samples in parallel (`compute_hash`); a `DedupIndex` keeps or drops them.
 
     Executors run `run` (which stores keys in the `__dj__dedup_key__` column)
-    inside the parallel stage, then feed keys to `new_index()` in input order,
-    so the kept sample is the same whatever the parallelism.
+    inside the parallel stage, then feed keys to `new_index()` in a fixed order,
+    so the kept sample is the same whatever the parallelism or the executor.
+
+    Keep policy (ours; Data-Juicer keeps the first): `keep_policy: first` decides
+    online, in input order, holding only the kept hashes. `max` / `min` keep the
+    sample with the highest / lowest `keep_stats_key` (computed by an earlier
+    filter; a list of values counts as its mean; missing values rank last, ties go
+    to input order): all hashes are held until the stage's input ends, then
+    admitted best first (`decide_ranked`), and the drop is applied in a second pass.
     """
+
+    def __init__(
+        self,
+        *,
+        keep_policy: Literal["first", "max", "min"] = "first",
+        keep_stats_key: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if keep_policy not in ("first", "max", "min"):
+            raise ValueError(f"keep_policy must be first, max or min, not {keep_policy!r}")
+        if keep_policy == "first" and keep_stats_key:
+            raise ValueError(
+                f"keep_stats_key {keep_stats_key!r} needs keep_policy: max or min "
+                "(the default policy, first, keeps the first sample in input order)"
+            )
+        if keep_policy != "first" and not keep_stats_key:
+            raise ValueError(
+                f"keep_policy {keep_policy!r} needs keep_stats_key: the stats key to rank "
+                "duplicates by, e.g. image_text_similarity"
+            )
+        self.keep_policy = keep_policy
+        self.keep_stats_key = keep_stats_key
+
+    @property
+    def ranked(self) -> bool:
+        """True when the keep decision needs every hash first (policy max or min)."""
+        return self.keep_policy != "first"
+
+    def rank_value(self, stats: Any) -> float | None:
+        """The sample's value of `keep_stats_key` (mean of a list); None if absent."""
+        value = stats.get(self.keep_stats_key) if isinstance(stats, dict) else None
+        if isinstance(value, list):
+            numbers = [v for v in value if _is_number(v)]
+            value = sum(numbers) / len(numbers) if numbers else None
+        if not _is_number(value) or math.isnan(value):
+            return None
+        return float(value)
 
     def compute_hash(self, batch: Batch) -> list[Hashable | None]:
         raise NotImplementedError
@@ -351,3 +401,33 @@ class Deduplicator(Op):
             )
         batch.columns[DEDUP_KEY] = keys
         return batch
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+RankedEntry = tuple[float | None, SampleRef, Any, Hashable | None]  # (rank, ref, id, key)
+
+
+def decide_ranked(op: Deduplicator, entries: list[RankedEntry]) -> dict[int, str]:
+    """Admit every hashed sample best first; returns {ordinal: reason} of the dropped.
+
+    Greedy in rank order, like the online policy in input order: a sample is dropped
+    only as a duplicate of a better (already kept) one. For near-duplicates this
+    decision splits over the connected components of the "within threshold" graph
+    (no edge, no interaction), which is how a distributed executor can shard it.
+    """
+    sign = -1.0 if op.keep_policy == "max" else 1.0
+    entries.sort(
+        key=lambda e: (e[0] is None, sign * e[0] if e[0] is not None else 0.0, e[1].ordinal)
+    )
+    index = op.new_index()
+    what = f"{op.keep_policy} {op.keep_stats_key}"
+    drops: dict[int, str] = {}
+    for rank, ref, sample_id, key in entries:
+        reason = index.admit(key, ref, sample_id)
+        if reason is not None:
+            mine = "missing" if rank is None else _short(rank)
+            drops[ref.ordinal] = f"{reason}; kept by {what} (this sample: {mine})"
+    return drops

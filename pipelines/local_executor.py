@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from dj_synth.operators.base import Filter
+from dj_synth.operators.base import Deduplicator, Filter, RankedEntry, decide_ranked
 
 from .dataset import DatasetReader, RawItem
 from .export import ExportError, RecordWriters, ShardedWriter, check_writable, stats_path
 from .progress import Progress
 from .recipe import Recipe
+from .spool import Spool
 from .stages import Stage, StageOutput, StageRunner, Survivor, filtered_line, plan_stages
 from .summary import RunAccount, machine, now_iso, write_summary
 
@@ -205,11 +206,65 @@ class LocalExecutor:
             (stage.index, [RawItem(sv.ref, sv.sample) for sv in chunk])
             for chunk in _rebatch(upstream, size)
         )
-        index = stage.dedup.new_index() if stage.dedup else None
-        for out in ordered_map(pool, _run_task, tasks, window):
-            yield self._absorb(stage, out, index)
+        chunks = (self._absorb(stage, out) for out in ordered_map(pool, _run_task, tasks, window))
+        dedup = stage.dedup
+        if dedup is None:
+            yield from chunks
+        elif dedup.ranked:
+            yield from self._dedup_ranked(dedup, chunks)
+        else:
+            index = dedup.new_index()
+            for survivors in chunks:
+                start = time.perf_counter()
+                drops = {}
+                for sv in survivors:
+                    reason = index.admit(sv.key, sv.ref, sv.sample_id)
+                    if reason is not None:
+                        drops[sv.ref.ordinal] = reason
+                yield self._drop(dedup, survivors, drops, time.perf_counter() - start)
 
-    def _absorb(self, stage: Stage, out: StageOutput, index: Any) -> list[Survivor]:
+    def _dedup_ranked(
+        self, dedup: Deduplicator, chunks: Iterator[list[Survivor]]
+    ) -> Iterator[list[Survivor]]:
+        """Keep the best of each group: hash everything (samples wait in a spool), decide, drop."""
+        spool = Spool(os.path.join(self.recipe.work_dir, f".spool-op{dedup.index:02d}.bin"))
+        try:
+            entries: list[RankedEntry] = []
+            for survivors in chunks:
+                entries.extend((sv.rank, sv.ref, sv.sample_id, sv.key) for sv in survivors)
+                spool.write(survivors)
+            start = time.perf_counter()
+            drops = decide_ranked(dedup, entries)
+            seconds = time.perf_counter() - start
+            del entries
+            for survivors in spool.read(self.settings.io_batch_size):
+                yield self._drop(dedup, survivors, drops, seconds)
+                seconds = 0.0
+        finally:
+            spool.close()
+
+    def _drop(
+        self, dedup: Deduplicator, survivors: list[Survivor], drops: dict[int, str], seconds: float
+    ) -> list[Survivor]:
+        """Record the dedup's drops among `survivors`; return the kept ones."""
+        metrics = self.account.op(dedup.index)
+        metrics.seconds += seconds
+        if not drops:
+            return survivors
+        kept = []
+        for sv in survivors:
+            reason = drops.get(sv.ref.ordinal)
+            if reason is None:
+                kept.append(sv)
+                continue
+            line = filtered_line(dedup.name, reason, sv.ref, sv.sample)
+            self.records.write_filtered(dedup.index, dedup.name, line)
+            metrics.filtered += 1
+            metrics.n_out -= 1
+        return kept
+
+    def _absorb(self, stage: Stage, out: StageOutput) -> list[Survivor]:
+        """Merge a task's counters and records into the run's; return its survivors."""
         acc = self.account
         acc.merge_metrics(out.metrics)
         names = {op.index: op.name for op in stage.ops}
@@ -220,29 +275,10 @@ class LocalExecutor:
         acc.quarantined_samples += len(out.quarantined)
         acc.quarantine_kinds.update(out.quarantine_kinds)
         acc.read_seconds += out.read_seconds
-        survivors = out.survivors
-        if index is not None:
-            dedup = stage.dedup
-            assert dedup is not None
-            start = time.perf_counter()
-            kept = []
-            metrics = acc.op(dedup.index)
-            for sv in survivors:
-                reason = index.admit(sv.key, sv.ref, sv.sample_id)
-                if reason is None:
-                    kept.append(sv)
-                    continue
-                self.records.write_filtered(
-                    dedup.index, dedup.name, filtered_line(dedup.name, reason, sv.ref, sv.sample)
-                )
-                metrics.filtered += 1
-                metrics.n_out -= 1
-            metrics.seconds += time.perf_counter() - start
-            survivors = kept
         if stage.index == 0:
             self._done += out.n_items
             self.progress.update(self._done, self.reader.bytes_done)
-        return survivors
+        return out.survivors
 
 
 def _rebatch(upstream: Iterator[list[Survivor]], size: int) -> Iterator[list[Survivor]]:

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
-from dj_synth.operators import Op, get_operator, load_custom_operators
+from dj_synth.operators import Deduplicator, Filter, Op, get_operator, load_custom_operators
 from dj_synth.operators.base import IGNORED_OP_ARGS
 
 log = logging.getLogger("dj_synth")
@@ -239,7 +239,7 @@ def validate_recipe(
         _validate_entry(i, entry, recipe, source, warnings)
         for i, entry in enumerate(settings.process)
     ]
-    recipe.build_ops()  # semantic checks inside operator constructors, before any work
+    _check_keep_stats_keys(recipe.build_ops(), source)  # constructors check their own args
     for w in warnings:
         log.warning(w)
     return recipe
@@ -267,6 +267,25 @@ def _check_llava(settings: RecipeSettings, source: str) -> None:
             f"{source}: llava_options.original_llava_ds_path {opts.original_llava_ds_path!r} "
             "does not exist"
         )
+
+
+def _check_keep_stats_keys(ops: list[Op], source: str) -> None:
+    """A ranked dedup needs its stats key computed by an earlier filter."""
+    available: list[str] = []
+    undeclared = False  # a custom filter that does not list its stats keys
+    for op in ops:
+        if isinstance(op, Deduplicator) and op.ranked and op.keep_stats_key not in available:
+            if undeclared:
+                continue
+            known = ", ".join(available) or "none"
+            raise RecipeError(
+                f"{source}: process[{op.index}] {op.name}: keep_stats_key "
+                f"{op.keep_stats_key!r} is not computed by any filter before it (stats "
+                f"computed before it: {known}); put the filter that computes it earlier"
+            )
+        if isinstance(op, Filter):
+            available.extend(op.stats_keys)
+            undeclared = undeclared or not op.stats_keys
 
 
 def _resolve(p: str, base_dir: Path | None) -> Path:

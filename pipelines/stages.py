@@ -68,6 +68,7 @@ class Survivor:
     sample: bytes  # the full sample, stats included (input of the next stage)
     sample_id: Any = None
     key: Any = None  # the stage's dedup key, if it ends with a deduplicator
+    rank: float | None = None  # the dedup's keep_stats_key value (ranked keep policy)
     export: bytes | None = None  # last stage only: the exported line, without stats
     stats: bytes | None = None  # last stage only: the stats side-file line
 
@@ -175,12 +176,15 @@ class StageRunner:
     def _collect(self, stage: Stage, batch: Batch, ledger: Ledger, out: StageOutput) -> None:
         is_last = stage.index == len(self.stages) - 1
         keys = batch.columns.pop(DEDUP_KEY, None)
+        ranked = stage.dedup if stage.dedup is not None and stage.dedup.ranked else None
         ids = batch.columns.get("id")
         # the full sample is needed to feed the next stage or to record a dedup drop
         need_full = not is_last or keys is not None or self.keep_stats
         for i, row in enumerate(batch.rows()):
             sid = ids[i] if ids and ids[i] is not MISSING else None
             survivor = Survivor(batch.refs[i], b"", sid, keys[i] if keys else None)
+            if ranked is not None:
+                survivor.rank = ranked.rank_value(row.get(STATS))
             if need_full:
                 survivor.sample = dumps(row)
             if is_last:
