@@ -1,9 +1,10 @@
 """Near-duplicate lookup for 64-bit perceptual hashes, without comparing all pairs.
 
 Multi-index hashing: with a threshold of t bits, each hash is cut into t + 1
-blocks; two hashes that differ in at most t bits agree exactly on at least one
-block (pigeonhole), so a new hash is compared only with the kept hashes that
-share a block with it. The first sample in input order is kept; a later one
+blocks (or any number > t); two hashes that differ in at most t bits agree exactly
+on at least one block (pigeonhole), so a new hash is compared only with the kept
+hashes that share a block with it. More blocks: smaller blocks, more candidates to
+compare, the same result. The first sample in input order is kept; a later one
 within the threshold of a kept sample is its duplicate (no chaining through
 dropped samples, so every drop points at a sample that is in the export).
 """
@@ -23,12 +24,20 @@ class HammingIndex(DedupIndex):
     """Keys: a tuple of hex hashes (one per image), or `(hashes, extra)` where `extra`
     (e.g. the text's md5) must match exactly as well. None is never a duplicate."""
 
-    def __init__(self, threshold: int, with_extra: bool = False) -> None:
+    def __init__(
+        self, threshold: int, with_extra: bool = False, num_blocks: int | None = None
+    ) -> None:
         if not 0 < threshold < BITS:
             raise ValueError(f"hamming threshold must be in 1..{BITS - 1}, got {threshold}")
+        blocks = threshold + 1 if num_blocks is None else num_blocks
+        if not threshold < blocks <= BITS:
+            raise ValueError(
+                f"num_blocks must be more than the hamming threshold ({threshold}) and at "
+                f"most {BITS}, got {num_blocks}"
+            )
         self.threshold = threshold
         self.with_extra = with_extra
-        cuts = [round(i * BITS / (threshold + 1)) for i in range(threshold + 2)]
+        cuts = [round(i * BITS / blocks) for i in range(blocks + 1)]
         self.blocks = [(lo, (1 << (hi - lo)) - 1) for lo, hi in zip(cuts, cuts[1:]) if hi > lo]
         self.tables: list[dict[int, list[int]]] = [{} for _ in self.blocks]
         self.kept: list[tuple[tuple[int, ...], Any, int, Any]] = []
