@@ -317,6 +317,14 @@ class DedupIndex:
         """None to keep the sample; otherwise the reason it is a duplicate."""
         raise NotImplementedError
 
+    def buckets(self, key: Hashable | None) -> list[Hashable]:
+        """Blocking keys: two samples whose keys can be duplicates share at least one.
+
+        Values must be stable across processes (no `hash()` of str/bytes): a distributed
+        executor groups samples by them (see `dedup_decision.decide_by_components`).
+        """
+        raise NotImplementedError
+
 
 class ExactIndex(DedupIndex):
     """The first admitted sample of each key wins; a None key is never a duplicate."""
@@ -333,6 +341,9 @@ class ExactIndex(DedupIndex):
         who = f"id={seen[1]!r} " if seen[1] is not None else ""
         return f"duplicate of {who}(input sample #{seen[0]})"
 
+    def buckets(self, key: Hashable | None) -> list[Hashable]:
+        return [] if key is None else [key]
+
 
 class Deduplicator(Op):
     """Hashes samples in parallel (`compute_hash`); a `DedupIndex` keeps or drops them.
@@ -346,7 +357,7 @@ class Deduplicator(Op):
     sample with the highest / lowest `keep_stats_key` (computed by an earlier
     filter; a list of values counts as its mean; missing values rank last, ties go
     to input order): all hashes are held until the stage's input ends, then
-    admitted best first (`decide_ranked`), and the drop is applied in a second pass.
+    admitted best first (`dedup_decision.decide`), and the drop is applied in a second pass.
     """
 
     def __init__(
@@ -405,29 +416,3 @@ class Deduplicator(Op):
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-RankedEntry = tuple[float | None, SampleRef, Any, Hashable | None]  # (rank, ref, id, key)
-
-
-def decide_ranked(op: Deduplicator, entries: list[RankedEntry]) -> dict[int, str]:
-    """Admit every hashed sample best first; returns {ordinal: reason} of the dropped.
-
-    Greedy in rank order, like the online policy in input order: a sample is dropped
-    only as a duplicate of a better (already kept) one. For near-duplicates this
-    decision splits over the connected components of the "within threshold" graph
-    (no edge, no interaction), which is how a distributed executor can shard it.
-    """
-    sign = -1.0 if op.keep_policy == "max" else 1.0
-    entries.sort(
-        key=lambda e: (e[0] is None, sign * e[0] if e[0] is not None else 0.0, e[1].ordinal)
-    )
-    index = op.new_index()
-    what = f"{op.keep_policy} {op.keep_stats_key}"
-    drops: dict[int, str] = {}
-    for rank, ref, sample_id, key in entries:
-        reason = index.admit(key, ref, sample_id)
-        if reason is not None:
-            mine = "missing" if rank is None else _short(rank)
-            drops[ref.ordinal] = f"{reason}; kept by {what} (this sample: {mine})"
-    return drops

@@ -154,6 +154,12 @@ class MinHashIndex(DedupIndex):
         self.count += 1
         return self.count - 1
 
+    def buckets(self, key: Hashable | None) -> list[Hashable]:
+        if key is None:
+            return []
+        width = self.rows * 4
+        return [(i, key[i * width : (i + 1) * width]) for i in range(self.bands)]  # type: ignore[index]
+
     def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
         if key is None:
             return None

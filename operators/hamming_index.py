@@ -43,6 +43,18 @@ class HammingIndex(DedupIndex):
         self.kept: list[tuple[tuple[int, ...], Any, int, Any]] = []
         self.no_image = ExactIndex()  # samples without images: by `extra` only
 
+    def buckets(self, key: Hashable | None) -> list[Hashable]:
+        if key is None:
+            return []
+        hashes, extra = key if self.with_extra else (key, None)  # type: ignore[misc]
+        if not hashes:
+            return [("no-image", extra)] if self.with_extra else []
+        first = int(hashes[0], 16)
+        return [
+            (i, first >> shift & mask, len(hashes), extra)
+            for i, (shift, mask) in enumerate(self.blocks)
+        ]
+
     def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
         if key is None:
             return None

@@ -18,7 +18,8 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any
 
-from dj_synth.operators.base import Deduplicator, Filter, RankedEntry, decide_ranked
+from dj_synth.operators.base import Deduplicator, Filter
+from dj_synth.operators.dedup_decision import DedupEntry, decide
 
 from .dataset import DatasetReader, RawItem
 from .export import ExportError, RecordWriters, ShardedWriter, check_writable, stats_path
@@ -229,12 +230,12 @@ class LocalExecutor:
         """Keep the best of each group: hash everything (samples wait in a spool), decide, drop."""
         spool = Spool(os.path.join(self.recipe.work_dir, f".spool-op{dedup.index:02d}.bin"))
         try:
-            entries: list[RankedEntry] = []
+            entries: list[DedupEntry] = []
             for survivors in chunks:
                 entries.extend((sv.rank, sv.ref, sv.sample_id, sv.key) for sv in survivors)
                 spool.write(survivors)
             start = time.perf_counter()
-            drops = decide_ranked(dedup, entries)
+            drops = decide(dedup, entries)
             seconds = time.perf_counter() - start
             del entries
             for survivors in spool.read(self.settings.io_batch_size):

@@ -11,7 +11,7 @@ from PIL import Image
 from skimage import data as skdata
 
 from dj_synth.operators import SampleRef, get_operator
-from dj_synth.operators.base import decide_ranked
+from dj_synth.operators.dedup_decision import decide
 from dj_synth.pipelines.recipe import RecipeError, load_recipe
 from dj_synth.pipelines.spool import Spool
 from dj_synth.pipelines.stages import Survivor
@@ -132,7 +132,7 @@ def test_ranked_greedy_does_not_chain():
         (0.9, SampleRef(2, "t", 3), "A", (f"{a:016x}",)),
         (None, SampleRef(3, "t", 4), "A2", (f"{a:016x}",)),  # no value: ranks last
     ]
-    drops = decide_ranked(op, entries)
+    drops = decide(op, entries)
     assert set(drops) == {1, 3}
     assert drops[1].startswith("near-duplicate of id='A'") and "distance 2" in drops[1]
     assert "(this sample: missing)" in drops[3]

@@ -1,0 +1,100 @@
+"""The keep/drop decision of a deduplicator over all its hashed samples, and how it splits.
+
+`decide` admits samples one at a time into the operator's `DedupIndex`, in input order
+(keep policy `first`) or best first (`max` / `min` of a stats key). A sample is only
+dropped as the duplicate of a sample admitted before it, so the decision for one sample
+depends only on the samples it can collide with. `DedupIndex.buckets` names those
+(exact key, Hamming block, MinHash band): the samples fall into connected components of
+the "shares a bucket" graph, and deciding each component on its own gives exactly the
+global decision. That is how the Ray executor distributes dedup: group by bucket, join
+buckets into components, decide components in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Hashable, Iterable
+from typing import Any
+
+from .base import Deduplicator, _short
+from .batch import SampleRef
+
+DedupEntry = tuple[float | None, SampleRef, Any, Hashable | None]  # (rank, ref, id, key)
+
+
+def admission_order(op: Deduplicator, entries: list[DedupEntry]) -> list[DedupEntry]:
+    """Input order for `first`; best value first (missing last, ties in input order) else."""
+    if not op.ranked:
+        return sorted(entries, key=lambda e: e[1].ordinal)
+    sign = -1.0 if op.keep_policy == "max" else 1.0
+    return sorted(
+        entries,
+        key=lambda e: (e[0] is None, sign * e[0] if e[0] is not None else 0.0, e[1].ordinal),
+    )
+
+
+def decide(op: Deduplicator, entries: list[DedupEntry]) -> dict[int, str]:
+    """{ordinal: reason} of the samples to drop among `entries`."""
+    index = op.new_index()
+    policy = f"; kept by {op.keep_policy} {op.keep_stats_key}" if op.ranked else ""
+    drops: dict[int, str] = {}
+    for rank, ref, sample_id, key in admission_order(op, entries):
+        reason = index.admit(key, ref, sample_id)
+        if reason is not None:
+            if policy:
+                reason += f"{policy} (this sample: {'missing' if rank is None else _short(rank)})"
+            drops[ref.ordinal] = reason
+    return drops
+
+
+def stable_bucket(bucket: Hashable) -> int:
+    """A 63-bit id of a bucket that is the same in every process."""
+    digest = hashlib.blake2b(repr(bucket).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+def star_edges(members: Iterable[int]) -> list[tuple[int, int]]:
+    """Connect a bucket's members (ordinals) to its first one: enough for components."""
+    ordered = sorted(members)
+    return [(ordered[0], m) for m in ordered[1:]]
+
+
+def components(edges: Iterable[tuple[int, int]]) -> dict[int, int]:
+    """Union-find: ordinal -> its component's smallest ordinal (only ordinals in an edge)."""
+    parent: dict[int, int] = {}
+
+    def find(x: int) -> int:
+        root = x
+        while parent.get(root, root) != root:
+            root = parent[root]
+        while parent.get(x, x) != root:  # path compression
+            parent[x], x = root, parent[x]
+        return root
+
+    for a, b in edges:
+        ra, rb = find(a), find(b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+        parent.setdefault(a, a)
+        parent.setdefault(b, b)
+    return {x: find(x) for x in parent}
+
+
+def decide_by_components(op: Deduplicator, entries: list[DedupEntry]) -> dict[int, str]:
+    """The same result as `decide`, computed component by component (the distributed plan,
+    run in one process: the reference the Ray executor is tested against)."""
+    index = op.new_index()
+    by_bucket: dict[int, list[int]] = {}
+    for _, ref, _, key in entries:
+        for bucket in index.buckets(key):
+            by_bucket.setdefault(stable_bucket(bucket), []).append(ref.ordinal)
+    comp = components(e for members in by_bucket.values() for e in star_edges(members))
+    groups: dict[int, list[DedupEntry]] = {}
+    for entry in entries:
+        root = comp.get(entry[1].ordinal)
+        if root is not None:
+            groups.setdefault(root, []).append(entry)
+    drops: dict[int, str] = {}
+    for group in groups.values():
+        drops.update(decide(op, group))
+    return drops
