@@ -335,8 +335,9 @@ class ExactIndex(DedupIndex):
     def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
         if key is None:
             return None
-        seen = self.first.setdefault(key, (ref.ordinal, sample_id))
-        if seen[0] == ref.ordinal:
+        seen = self.first.get(key)
+        if seen is None:  # (a generated sample shares its parent's ref: compare keys only)
+            self.first[key] = (ref.ordinal, sample_id)
             return None
         who = f"id={seen[1]!r} " if seen[1] is not None else ""
         return f"duplicate of {who}(input sample #{seen[0]})"

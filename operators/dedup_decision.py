@@ -19,31 +19,33 @@ from typing import Any
 from .base import Deduplicator, _short
 from .batch import SampleRef
 
-DedupEntry = tuple[float | None, SampleRef, Any, Hashable | None]  # (rank, ref, id, key)
+# (rank, position, ref, id, key). The position orders samples as they entered the stage and
+# tells apart the samples a mapper generated from one input sample (they share its ref).
+Position = tuple[int, int]  # (input ordinal, k-th sample with that ordinal)
+DedupEntry = tuple[float | None, Position, SampleRef, Any, Hashable | None]
 
 
 def admission_order(op: Deduplicator, entries: list[DedupEntry]) -> list[DedupEntry]:
     """Input order for `first`; best value first (missing last, ties in input order) else."""
     if not op.ranked:
-        return sorted(entries, key=lambda e: e[1].ordinal)
+        return sorted(entries, key=lambda e: e[1])
     sign = -1.0 if op.keep_policy == "max" else 1.0
     return sorted(
-        entries,
-        key=lambda e: (e[0] is None, sign * e[0] if e[0] is not None else 0.0, e[1].ordinal),
+        entries, key=lambda e: (e[0] is None, sign * e[0] if e[0] is not None else 0.0, e[1])
     )
 
 
-def decide(op: Deduplicator, entries: list[DedupEntry]) -> dict[int, str]:
-    """{ordinal: reason} of the samples to drop among `entries`."""
+def decide(op: Deduplicator, entries: list[DedupEntry]) -> dict[Position, str]:
+    """{position: reason} of the samples to drop among `entries`."""
     index = op.new_index()
     policy = f"; kept by {op.keep_policy} {op.keep_stats_key}" if op.ranked else ""
-    drops: dict[int, str] = {}
-    for rank, ref, sample_id, key in admission_order(op, entries):
+    drops: dict[Position, str] = {}
+    for rank, position, ref, sample_id, key in admission_order(op, entries):
         reason = index.admit(key, ref, sample_id)
         if reason is not None:
             if policy:
                 reason += f"{policy} (this sample: {'missing' if rank is None else _short(rank)})"
-            drops[ref.ordinal] = reason
+            drops[position] = reason
     return drops
 
 
@@ -53,17 +55,17 @@ def stable_bucket(bucket: Hashable) -> int:
     return int.from_bytes(digest, "little") >> 1
 
 
-def star_edges(members: Iterable[int]) -> list[tuple[int, int]]:
-    """Connect a bucket's members (ordinals) to its first one: enough for components."""
+def star_edges(members: Iterable[Position]) -> list[tuple[Position, Position]]:
+    """Connect a bucket's members to its first one: enough for components."""
     ordered = sorted(members)
     return [(ordered[0], m) for m in ordered[1:]]
 
 
-def components(edges: Iterable[tuple[int, int]]) -> dict[int, int]:
-    """Union-find: ordinal -> its component's smallest ordinal (only ordinals in an edge)."""
-    parent: dict[int, int] = {}
+def components(edges: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
+    """Union-find: node -> its component's smallest node (only nodes in an edge)."""
+    parent: dict[Any, Any] = {}
 
-    def find(x: int) -> int:
+    def find(x: Any) -> Any:
         root = x
         while parent.get(root, root) != root:
             root = parent[root]
@@ -80,21 +82,21 @@ def components(edges: Iterable[tuple[int, int]]) -> dict[int, int]:
     return {x: find(x) for x in parent}
 
 
-def decide_by_components(op: Deduplicator, entries: list[DedupEntry]) -> dict[int, str]:
+def decide_by_components(op: Deduplicator, entries: list[DedupEntry]) -> dict[Position, str]:
     """The same result as `decide`, computed component by component (the distributed plan,
     run in one process: the reference the Ray executor is tested against)."""
     index = op.new_index()
-    by_bucket: dict[int, list[int]] = {}
-    for _, ref, _, key in entries:
+    by_bucket: dict[int, list[Position]] = {}
+    for _, position, _, _, key in entries:
         for bucket in index.buckets(key):
-            by_bucket.setdefault(stable_bucket(bucket), []).append(ref.ordinal)
+            by_bucket.setdefault(stable_bucket(bucket), []).append(position)
     comp = components(e for members in by_bucket.values() for e in star_edges(members))
-    groups: dict[int, list[DedupEntry]] = {}
+    groups: dict[Position, list[DedupEntry]] = {}
     for entry in entries:
-        root = comp.get(entry[1].ordinal)
+        root = comp.get(entry[1])
         if root is not None:
             groups.setdefault(root, []).append(entry)
-    drops: dict[int, str] = {}
+    drops: dict[Position, str] = {}
     for group in groups.values():
         drops.update(decide(op, group))
     return drops

@@ -26,7 +26,7 @@ from .export import ExportError, RecordWriters, ShardedWriter, check_writable, s
 from .progress import Progress
 from .recipe import Recipe
 from .spool import Spool
-from .stages import Stage, StageOutput, StageRunner, Survivor, filtered_line, plan_stages
+from .stages import Positions, Stage, StageOutput, StageRunner, Survivor, filtered_line, plan_stages
 from .summary import RunAccount, machine, now_iso, write_summary
 
 log = logging.getLogger("dj_synth")
@@ -217,12 +217,8 @@ class LocalExecutor:
             index = dedup.new_index()
             for survivors in chunks:
                 start = time.perf_counter()
-                drops = {}
-                for sv in survivors:
-                    reason = index.admit(sv.key, sv.ref, sv.sample_id)
-                    if reason is not None:
-                        drops[sv.ref.ordinal] = reason
-                yield self._drop(dedup, survivors, drops, time.perf_counter() - start)
+                reasons = [index.admit(sv.key, sv.ref, sv.sample_id) for sv in survivors]
+                yield self._drop(dedup, survivors, reasons, time.perf_counter() - start)
 
     def _dedup_ranked(
         self, dedup: Deduplicator, chunks: Iterator[list[Survivor]]
@@ -231,30 +227,36 @@ class LocalExecutor:
         spool = Spool(os.path.join(self.recipe.work_dir, f".spool-op{dedup.index:02d}.bin"))
         try:
             entries: list[DedupEntry] = []
+            count = Positions()
             for survivors in chunks:
-                entries.extend((sv.rank, sv.ref, sv.sample_id, sv.key) for sv in survivors)
+                entries.extend(
+                    (sv.rank, count(sv), sv.ref, sv.sample_id, sv.key) for sv in survivors
+                )
                 spool.write(survivors)
             start = time.perf_counter()
             drops = decide(dedup, entries)
             seconds = time.perf_counter() - start
             del entries
+            count = Positions()
             for survivors in spool.read(self.settings.io_batch_size):
-                yield self._drop(dedup, survivors, drops, seconds)
+                reasons = [drops.get(count(sv)) for sv in survivors]
+                yield self._drop(dedup, survivors, reasons, seconds)
                 seconds = 0.0
         finally:
             spool.close()
 
     def _drop(
-        self, dedup: Deduplicator, survivors: list[Survivor], drops: dict[int, str], seconds: float
+        self,
+        dedup: Deduplicator,
+        survivors: list[Survivor],
+        reasons: list[str | None],
+        seconds: float,
     ) -> list[Survivor]:
-        """Record the dedup's drops among `survivors`; return the kept ones."""
+        """Record the dedup's drops (a reason per survivor, None to keep); return the kept."""
         metrics = self.account.op(dedup.index)
         metrics.seconds += seconds
-        if not drops:
-            return survivors
         kept = []
-        for sv in survivors:
-            reason = drops.get(sv.ref.ordinal)
+        for sv, reason in zip(survivors, reasons):
             if reason is None:
                 kept.append(sv)
                 continue

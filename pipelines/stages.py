@@ -48,8 +48,12 @@ class Stage:
         return last if isinstance(last, Deduplicator) else None
 
 
-def plan_stages(ops: list[Op]) -> list[Stage]:
-    """Cut after each deduplicator; always at least one stage (ingest runs in it)."""
+def plan_stages(ops: list[Op], final_pass: bool = False) -> list[Stage]:
+    """Cut after each deduplicator; always at least one stage (ingest runs in it).
+
+    `final_pass` adds an empty last stage after a trailing deduplicator, for executors
+    that apply a dedup's drops at the start of the next stage (the sharded ones).
+    """
     stages: list[Stage] = []
     current: list[Op] = []
     for op in ops:
@@ -57,7 +61,7 @@ def plan_stages(ops: list[Op]) -> list[Stage]:
         if isinstance(op, Deduplicator):
             stages.append(Stage(len(stages), current))
             current = []
-    if current or not stages:
+    if current or not stages or (final_pass and stages[-1].dedup is not None):
         stages.append(Stage(len(stages), current))
     return stages
 
@@ -71,6 +75,20 @@ class Survivor:
     rank: float | None = None  # the dedup's keep_stats_key value (ranked keep policy)
     export: bytes | None = None  # last stage only: the exported line, without stats
     stats: bytes | None = None  # last stage only: the stats side-file line
+
+
+class Positions:
+    """Numbers survivors `(ordinal, k)` in stream order: samples a mapper generated from
+    one input sample share its ordinal and follow it, so `k` tells them apart."""
+
+    def __init__(self) -> None:
+        self.last, self.k = -1, 0
+
+    def __call__(self, sv: Survivor) -> tuple[int, int]:
+        ordinal = sv.ref.ordinal
+        self.k = self.k + 1 if ordinal == self.last else 0
+        self.last = ordinal
+        return (ordinal, self.k)
 
 
 @dataclass
@@ -109,15 +127,27 @@ def quarantine_kind(stage: str, error: str) -> str:
     return kind if stage == "read" else f"{stage}: {kind}"
 
 
+@dataclass
+class Work:
+    """A unit of work between the steps of a stage: plain, picklable columns and records."""
+
+    stage_index: int
+    columns: dict[str, list[Any]]
+    refs: list[SampleRef]
+    ledger: Ledger
+    out: StageOutput
+
+
 class StageRunner:
     """Owns one set of operator objects; lives once per worker process (or actor)."""
 
-    def __init__(self, recipe: Recipe) -> None:
+    def __init__(self, recipe: Recipe, setup: bool = True, final_pass: bool = False) -> None:
         self.recipe = recipe
-        self.stages = plan_stages(recipe.build_ops())
-        for stage in self.stages:
-            for op in stage.ops:
-                op.setup()
+        self.stages = plan_stages(recipe.build_ops(), final_pass)
+        if setup:  # load every model now; without it, each op loads on its first batch
+            for stage in self.stages:
+                for op in stage.ops:
+                    op.setup()
         s = recipe.settings
         self.text_key = recipe.text_key
         self.image_key = s.image_key
@@ -130,10 +160,16 @@ class StageRunner:
         )
 
     def run(self, stage_index: int, items: list[RawItem]) -> StageOutput:
-        stage = self.stages[stage_index]
-        ctx = BatchContext(media=MediaCache(), **self.ctx_args)
+        work = self.begin(stage_index, items)
+        self.apply(work, self.stages[stage_index].ops)
+        return self.finish(work)
+
+    # The three steps of `run`, separate so an executor can run a stage's operators in
+    # different places (CPU tasks, GPU actors) and ship the `Work` between them.
+    def begin(self, stage_index: int, items: list[RawItem]) -> Work:
         ledger = Ledger()
         out = StageOutput(n_items=len(items))
+        ctx = self._context()
         if stage_index == 0:
             start = time.perf_counter()
             batch = self._ingest(items, ctx, ledger, out)
@@ -141,13 +177,25 @@ class StageRunner:
         else:
             rows = [orjson.loads(item.payload) for item in items]
             batch = Batch.from_rows(rows, [item.ref for item in items], ctx)
-        for op in stage.ops:
+        return Work(stage_index, batch.columns, batch.refs, ledger, out)
+
+    def apply(self, work: Work, ops: list[Op]) -> None:
+        batch = Batch(work.columns, work.refs, self._context())
+        for op in ops:
             if not len(batch):
                 break
-            batch = op.run(batch, ledger)
-        ctx.media.clear()
-        self._collect(stage, batch, ledger, out)
-        return out
+            batch = op.run(batch, work.ledger)
+        batch.ctx.media.clear()
+        work.columns, work.refs = batch.columns, batch.refs
+
+    def finish(self, work: Work) -> StageOutput:
+        stage = self.stages[work.stage_index]
+        batch = Batch(work.columns, work.refs, self._context())
+        self._collect(stage, batch, work.ledger, work.out)
+        return work.out
+
+    def _context(self) -> BatchContext:
+        return BatchContext(media=MediaCache(), **self.ctx_args)
 
     def _ingest(
         self, items: list[RawItem], ctx: BatchContext, ledger: Ledger, out: StageOutput

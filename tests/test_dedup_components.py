@@ -18,7 +18,7 @@ def _entries(name: str, rows: list[dict], **args):
     rng = random.Random(1)  # a rank per sample, with ties and missing values
     ranks = [rng.choice([None, 0.5, 1.0]) if i % 3 == 0 else rng.random() for i in range(len(rows))]
     return [
-        (ranks[ref.ordinal], ref, row["id"], key)
+        (ranks[ref.ordinal], (ref.ordinal, 0), ref, row["id"], key)
         for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs)
     ]
 
@@ -34,7 +34,7 @@ def _hamming_entries(n: int = 600, seed: int = 0):
             keys.append(base ^ sum(1 << b for b in rng.sample(range(64), rng.randint(0, 9))))
     rng.shuffle(keys)
     return [
-        (rng.random() if i % 4 else None, SampleRef(i, "t", i + 1), f"i{i}", (f"{k:016x}",))
+        (rng.random() if i % 4 else None, (i, 0), SampleRef(i, "t", i + 1), f"i{i}", (f"{k:016x}",))
         for i, k in enumerate(keys)
     ]
 

@@ -127,15 +127,15 @@ def test_ranked_greedy_does_not_chain():
     )
     a, b, c = 0b0000, 0b0011, 0b1111
     entries = [
-        (0.1, SampleRef(0, "t", 1), "C", (f"{c:016x}",)),
-        (0.5, SampleRef(1, "t", 2), "B", (f"{b:016x}",)),
-        (0.9, SampleRef(2, "t", 3), "A", (f"{a:016x}",)),
-        (None, SampleRef(3, "t", 4), "A2", (f"{a:016x}",)),  # no value: ranks last
+        (0.1, (0, 0), SampleRef(0, "t", 1), "C", (f"{c:016x}",)),
+        (0.5, (1, 0), SampleRef(1, "t", 2), "B", (f"{b:016x}",)),
+        (0.9, (2, 0), SampleRef(2, "t", 3), "A", (f"{a:016x}",)),
+        (None, (3, 0), SampleRef(3, "t", 4), "A2", (f"{a:016x}",)),  # no value: ranks last
     ]
     drops = decide(op, entries)
-    assert set(drops) == {1, 3}
-    assert drops[1].startswith("near-duplicate of id='A'") and "distance 2" in drops[1]
-    assert "(this sample: missing)" in drops[3]
+    assert set(drops) == {(1, 0), (3, 0)}
+    assert drops[(1, 0)].startswith("near-duplicate of id='A'") and "distance 2" in drops[(1, 0)]
+    assert "(this sample: missing)" in drops[(3, 0)]
 
 
 def test_rank_value_of_lists_and_missing():
@@ -226,3 +226,12 @@ def test_keep_highest_image_text_similarity(tmp_path, photos, tiny_models):
             if m != winner:
                 assert m in dropped and dropped[m][0] <= kept[winner][0]
     assert {"t1", "t2"} <= set(kept)
+
+
+def test_samples_sharing_a_ref_are_still_compared():
+    """A mapper's generated samples share their parent's ref; equal keys are still duplicates."""
+    from dj_synth.operators.base import ExactIndex
+
+    index, ref = ExactIndex(), SampleRef(7, "t", 8)
+    assert index.admit("k", ref, "parent") is None
+    assert index.admit("k", ref, "child") == "duplicate of id='parent' (input sample #7)"
