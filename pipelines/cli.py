@@ -56,6 +56,10 @@ def main(
     dry_run: Annotated[bool, typer.Option(help="Validate the recipe and print the plan")] = False,
     list_ops: Annotated[bool, typer.Option("--list-ops", help="List operators and exit")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar or table")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Finish an interrupted run from its checkpoint (Ray, or use_checkpoint)"),
+    ] = False,
 ) -> None:
     """Run a recipe over a Data-Juicer-format dataset."""
     logging.basicConfig(
@@ -83,16 +87,16 @@ def main(
         for op in ops:
             typer.echo(f"  [{op.index}] {op.name}")
         return
-    if rec.settings.executor_type == "ray":
-        typer.echo(
-            "error: the Ray executor is not available yet; use executor_type: default", err=True
-        )
-        raise typer.Exit(2)
-    from .local_executor import LocalExecutor, WorkerSetupError
+    from .local_executor import WorkerSetupError
+    from .ray_executor import RayConnectionError
+    from .sharded import ResumeError
     from .summary import render
 
     try:
-        summary = LocalExecutor(rec, progress=False if quiet else None).run()
+        summary = _execute(rec, resume, quiet)
+    except (ResumeError, RayConnectionError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
     except (DatasetError, ExportError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -106,3 +110,23 @@ def main(
         raise typer.Exit(1) from None
     if not quiet:
         render(summary)
+
+
+def _execute(rec, resume: bool, quiet: bool) -> dict:
+    """The executor the recipe asks for; checkpointed (sharded) runs when resuming is possible."""
+    s = rec.settings
+    if s.executor_type == "ray":
+        from .ray_executor import RayExecutor
+
+        return RayExecutor(rec, resume=resume).run()
+    if s.use_checkpoint or resume:
+        from .sharded import LocalBackend, ShardedRun
+
+        backend = LocalBackend(rec)
+        try:
+            return ShardedRun(rec, backend, resume=resume, log=log).run()
+        finally:
+            backend.close()
+    from .local_executor import LocalExecutor
+
+    return LocalExecutor(rec, progress=False if quiet else None).run()

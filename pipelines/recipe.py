@@ -35,7 +35,7 @@ DJ_IGNORED_KEYS = frozenset(
     {
         "use_cache", "ds_cache_dir", "cache_compress", "open_tracer", "op_list_to_trace",
         "trace_num", "op_fusion", "fusion_strategy", "adaptive_batch_size", "turbo",
-        "skip_op_error", "open_monitor", "use_checkpoint", "temp_dir", "open_insight_mining",
+        "skip_op_error", "open_monitor", "temp_dir", "open_insight_mining",
         "op_list_to_mine", "percentiles", "export_original_dataset", "save_stats_in_one_file",
         "export_in_parallel", "export_extra_args", "keep_hashes_in_res_ds", "suffixes",
         "audio_key", "video_key", "image_bytes_key", "audio_special_token",
@@ -59,6 +59,7 @@ class RecipeSettings(BaseModel):
     np: int = 4
     executor_type: Literal["default", "local", "ray"] = "default"
     ray_address: str | None = None
+    use_checkpoint: bool = False  # commit per shard under work_dir/checkpoint: `--resume` works
     text_keys: str | list[str] = "text"
     image_key: str = "images"
     image_special_token: str = "<__dj__image>"

@@ -19,9 +19,11 @@ import json
 import os
 import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from dj_synth.operators.base import Deduplicator, Filter
@@ -132,10 +134,30 @@ class StageTask:
     n_stages: int
     n_shards: int
     checkpoint: str  # work_dir
+    run_id: str = ""  # one per run: workers cache their operators under it
     drops: dict[Position, str] = field(default_factory=dict)  # the previous stage's dedup drops
 
+    def shard_drops(self, spec: ShardSpec) -> dict[Position, str]:
+        """The part of `drops` in one shard (what a worker is sent with the shard)."""
+        if not self.drops:
+            return {}
+        keys = self.drop_keys
+        lo = bisect.bisect_left(keys, (spec.first_ordinal, 0))
+        hi = bisect.bisect_left(keys, (spec.first_ordinal + spec.count, 0))
+        return {p: self.drops[p] for p in keys[lo:hi]}
+
+    @cached_property
+    def drop_keys(self) -> list[Position]:
+        return sorted(self.drops)
+
+    def without_drops(self) -> StageTask:
+        """The task as shipped to workers (each shard comes with its own drops)."""
+        return StageTask(
+            self.recipe, self.stage, self.n_stages, self.n_shards, self.checkpoint, self.run_id
+        )
+
     def begin_items(
-        self, runner: StageRunner, spec: ShardSpec
+        self, runner: StageRunner, spec: ShardSpec, drops: dict[Position, str]
     ) -> tuple[list[RawItem], StageOutput]:
         """The shard's input; the previous dedup's drops become records of that op."""
         if self.stage == 0:
@@ -146,7 +168,7 @@ class StageTask:
         items = []
         position = Positions()
         for sv in prev.survivors:
-            reason = self.drops.get(position(sv))
+            reason = drops.get(position(sv))
             if reason is None or dedup is None:
                 items.append(RawItem(sv.ref, sv.sample))
                 continue
@@ -191,9 +213,11 @@ def needs_stats_file(recipe: Recipe) -> bool:
     return has_filters and not recipe.settings.keep_stats_in_res_ds
 
 
-def run_shard(task: StageTask, runner: StageRunner, spec: ShardSpec) -> ShardResult:
+def run_shard(
+    task: StageTask, runner: StageRunner, spec: ShardSpec, drops: dict[Position, str]
+) -> ShardResult:
     """One whole stage on one shard, in one process (the local backend's unit of work)."""
-    items, dropped = task.begin_items(runner, spec)
+    items, dropped = task.begin_items(runner, spec, drops)
     out = runner.run(task.stage, items)
     return task.finish(spec, out, dropped)
 
@@ -235,8 +259,10 @@ class ShardedRun:
         stages = plan_stages(ops, final_pass=True)
         drops: dict[Position, str] = {}
         reused = 0
+        run_id = uuid.uuid4().hex
         for stage in stages:
-            task = StageTask(recipe, stage.index, len(stages), len(shards), recipe.work_dir, drops)
+            task = StageTask(recipe, stage.index, len(stages), len(shards), recipe.work_dir,
+                             run_id, drops)  # fmt: skip
             pending = [sh for sh in shards if not ckpt.done(stage.index, sh.index)]
             reused += len(shards) - len(pending)
             if pending:
@@ -366,10 +392,51 @@ def _recipe_hash(recipe: Recipe) -> str:
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def drops_for(
-    drops: dict[Position, str], spec: ShardSpec, positions: list[Position]
-) -> dict[Position, str]:
-    """The part of a dedup decision that concerns one shard (`positions`: drops' keys, sorted)."""
-    lo = bisect.bisect_left(positions, (spec.first_ordinal, 0))
-    hi = bisect.bisect_left(positions, (spec.first_ordinal + spec.count, 0))
-    return {p: drops[p] for p in positions[lo:hi]}
+# -- the local backend: a process pool, one task per (stage, shard) -------------------
+
+_RUNNER: StageRunner | None = None
+
+
+def _init_worker(recipe: Recipe) -> None:
+    global _RUNNER
+    if recipe.settings.custom_operator_paths:
+        from dj_synth.operators import load_custom_operators
+
+        load_custom_operators(recipe.settings.custom_operator_paths)
+    _RUNNER = StageRunner(recipe, final_pass=True)
+
+
+def _local_task(task: StageTask, spec: ShardSpec, drops: dict[Position, str]) -> ShardResult:
+    assert _RUNNER is not None
+    return run_shard(task, _RUNNER, spec, drops)
+
+
+class LocalBackend:
+    """`np` processes; what the local executor uses when asked to checkpoint (`--resume`)."""
+
+    name = "local"
+
+    def __init__(self, recipe: Recipe) -> None:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.workers = recipe.np
+        ops = recipe.build_ops()
+        fork_ok = all(op.fork_safe and op.accelerator != "cuda" for op in ops)
+        ctx = mp.get_context("fork" if fork_ok else "spawn")
+        self.pool = ProcessPoolExecutor(
+            self.workers, mp_context=ctx, initializer=_init_worker, initargs=(recipe,)
+        )
+
+    def run_stage(self, task: StageTask, shards: list[ShardSpec]) -> Iterator[ShardResult]:
+        from concurrent.futures import as_completed
+
+        shipped = task.without_drops()
+        futures = [
+            self.pool.submit(_local_task, shipped, sh, task.shard_drops(sh)) for sh in shards
+        ]
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(cancel_futures=True)

@@ -1,0 +1,234 @@
+"""The Ray executor: the same recipe and output as the local executor, on a Ray cluster.
+
+A stage runs as one Ray Data pipeline over the input shards (one row per shard):
+`map_batches` steps hold the same operator objects as the local executor. Runs of
+ordinary operators are CPU tasks; an operator that holds a model (`fork_safe`
+False, or `accelerator: cuda`) gets its own actor pool (`ActorPoolStrategy`, one
+GPU per actor when it asks for cuda) so the model stays loaded. The last step of
+a stage commits the shard (`sharded.Checkpoint`); deduplication is decided between
+stages over the committed keys (`sharded.ShardedRun`), exactly as the local
+executor decides it. Ray retries a task whose worker died and restarts dead
+actors; a retried shard rewrites the same bytes, and `--resume` after a dead
+driver skips every committed shard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from dj_synth.operators.base import Op
+
+from .dataset import DatasetReader
+from .recipe import Recipe
+from .sharded import ShardedRun, ShardResult, StageTask
+from .shards import ShardSpec
+from .stages import StageRunner, plan_stages
+
+log = logging.getLogger("dj_synth")
+
+
+class RayConnectionError(RuntimeError):
+    """`ray_address` names no reachable Ray cluster."""
+
+
+def connect(address: str | None, quiet: bool = True) -> None:
+    """Join the cluster at `address` (`auto`, `host:port`, `ray://...`), or start a local one."""
+    try:
+        import ray
+    except ImportError:
+        raise RayConnectionError(
+            "executor_type: ray needs Ray: pip install 'dj-synth[ray]'"
+        ) from None
+
+    if ray.is_initialized():
+        return
+    hint = (
+        "start one with `ray start --head` (other nodes: `ray start --address HEAD:6379`), "
+        "or leave ray_address unset to start a local Ray instance"
+    )
+    if address and address != "auto":
+        host_port = address.split("://", 1)[-1]
+        host, _, port = host_port.rpartition(":")
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port or 6379)), timeout=5).close()
+        except (OSError, ValueError) as exc:
+            raise RayConnectionError(
+                f"cannot reach Ray at ray_address {address!r} ({exc}); {hint}"
+            ) from None
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet}
+    if address:
+        kwargs["address"] = address
+    else:
+        kwargs["num_cpus"] = os.cpu_count()
+    try:
+        ray.init(**kwargs, logging_level=logging.WARNING)
+    except (ConnectionError, RuntimeError) as exc:
+        raise RayConnectionError(
+            f"cannot join Ray at ray_address {address!r}: {exc}; {hint}"
+        ) from None
+
+
+def _needs_actor(op: Op) -> bool:
+    """Operators holding a model run in actors so it is loaded once, not per task."""
+    return not op.fork_safe or op.accelerator == "cuda"
+
+
+def segments(ops: list[Op]) -> list[list[Op]]:
+    """Consecutive ordinary operators together (one task per shard); each model op alone."""
+    out: list[list[Op]] = []
+    for op in ops:
+        if _needs_actor(op) or not out or _needs_actor(out[-1][0]):
+            out.append([op])
+        else:
+            out[-1].append(op)
+    return out or [[]]
+
+
+# -- the work of one step on a batch of shard rows (runs in Ray workers) --------------
+
+_RUNNERS: dict[str, StageRunner] = {}
+
+
+def _runner(task: StageTask) -> StageRunner:
+    """One StageRunner per worker process and run (operators load their models lazily)."""
+    runner = _RUNNERS.get(task.run_id)
+    if runner is None:
+        recipe = task.recipe
+        if recipe.settings.custom_operator_paths:
+            from dj_synth.operators import load_custom_operators
+
+            load_custom_operators(recipe.settings.custom_operator_paths)
+        runner = _RUNNERS[task.run_id] = StageRunner(recipe, setup=False, final_pass=True)
+    return runner
+
+
+class Step:
+    """One `map_batches` step: a segment of a stage's operators over whole shards."""
+
+    def __init__(self, task: StageTask, op_indices: list[int], first: bool, last: bool) -> None:
+        self.task, self.first, self.last = task, first, last
+        self.runner = _runner(task)
+        stage_ops = self.runner.stages[task.stage].ops
+        self.ops = [op for op in stage_ops if op.index in op_indices]
+        for op in self.ops:  # actors load their model here, once
+            op.setup()
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        out: dict[str, list[Any]] = {k: [] for k in ("shard", "spec", "work", "dropped", "result")}
+        for j in range(len(batch["shard"])):
+            spec = ShardSpec(**json.loads(batch["spec"][j]))
+            if self.first:
+                drops = {(o, k): r for o, k, r in json.loads(batch["drops"][j])}
+                items, dropped = self.task.begin_items(self.runner, spec, drops)
+                work = self.runner.begin(self.task.stage, items)
+            else:
+                work, dropped = batch["work"][j], batch["dropped"][j]
+            self.runner.apply(work, self.ops)
+            result = None
+            if self.last:
+                res = self.task.finish(spec, self.runner.finish(work), dropped)
+                result, work, dropped = json.dumps(vars(res)), None, None
+            out["shard"].append(int(batch["shard"][j]))
+            out["spec"].append(batch["spec"][j])
+            out["work"].append(work)
+            out["dropped"].append(dropped)
+            out["result"].append(result)
+        cols = {"shard": np.array(out["shard"]), "spec": np.array(out["spec"], dtype=object)}
+        if self.last:
+            cols["result"] = np.array(out["result"], dtype=object)
+        else:
+            cols["work"] = _objects(out["work"])
+            cols["dropped"] = _objects(out["dropped"])
+        return cols
+
+
+def _objects(values: list[Any]) -> np.ndarray:
+    arr = np.empty(len(values), dtype=object)
+    arr[:] = values
+    return arr
+
+
+def _step_fn(batch: dict[str, np.ndarray], task: StageTask, op_indices: list[int],
+             first: bool, last: bool) -> dict[str, np.ndarray]:  # fmt: skip
+    """CPU steps run as plain tasks; the Step (cheap to build) is cached per worker."""
+    key = (task.run_id, task.stage, tuple(op_indices))
+    step = _STEPS.get(key)
+    if step is None:
+        step = _STEPS[key] = Step(task, op_indices, first, last)
+    return step(batch)
+
+
+_STEPS: dict[tuple, Step] = {}
+
+
+class RayBackend:
+    name = "ray"
+
+    def __init__(self, recipe: Recipe, quiet: bool = True) -> None:
+        import ray
+        import ray.data
+
+        connect(recipe.settings.ray_address, quiet)
+        resources = ray.cluster_resources()
+        self.workers = int(resources.get("CPU", 1))
+        self.gpus = int(resources.get("GPU", 0))
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = not quiet
+        ctx.execution_options.preserve_order = False
+        self.ray = ray
+
+    def run_stage(self, task: StageTask, shards: list[ShardSpec]) -> Iterator[ShardResult]:
+        import ray.data
+
+        rows = [
+            {
+                "shard": sh.index,
+                "spec": json.dumps(sh.to_dict()),
+                "drops": json.dumps([[o, k, r] for (o, k), r in task.shard_drops(sh).items()]),
+            }
+            for sh in shards
+        ]
+        ds = ray.data.from_items(rows, override_num_blocks=len(rows))
+        shipped = task.without_drops()
+        steps = segments(plan_stages(task.recipe.build_ops(), final_pass=True)[task.stage].ops)
+        for n, seg in enumerate(steps):
+            indices = [op.index for op in seg]
+            first, last = n == 0, n == len(steps) - 1
+            if seg and _needs_actor(seg[0]):
+                op = seg[0]
+                gpu = op.accelerator == "cuda" and self.gpus > 0
+                size = op.num_proc or (self.gpus if gpu else max(1, self.workers // 2))
+                ds = ds.map_batches(
+                    Step, batch_size=1, batch_format="numpy",
+                    fn_constructor_args=(shipped, indices, first, last),
+                    compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, size)),
+                    num_gpus=1 if gpu else 0, num_cpus=1,
+                )  # fmt: skip
+            else:
+                ds = ds.map_batches(
+                    _step_fn, batch_size=1, batch_format="numpy",
+                    fn_kwargs=dict(task=shipped, op_indices=indices, first=first, last=last),
+                    num_cpus=1,
+                )  # fmt: skip
+        for row in ds.iter_rows():
+            yield ShardResult(**json.loads(row["result"]))
+
+    def close(self) -> None:
+        pass
+
+
+class RayExecutor:
+    def __init__(self, recipe: Recipe, resume: bool = False, quiet: bool = True) -> None:
+        self.recipe, self.resume, self.quiet = recipe, resume, quiet
+
+    def run(self) -> dict[str, Any]:
+        DatasetReader(self.recipe.settings.dataset_path)  # input mistakes fail before Ray starts
+        backend = RayBackend(self.recipe, self.quiet)
+        return ShardedRun(self.recipe, backend, resume=self.resume, log=log).run()

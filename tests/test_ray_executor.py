@@ -1,0 +1,232 @@
+"""The Ray executor gives the local executor's output, survives dead workers, and resumes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import write_recipe
+
+ray = pytest.importorskip("ray")
+
+from dj_synth.pipelines.local_executor import LocalExecutor  # noqa: E402
+from dj_synth.pipelines.ray_executor import RayConnectionError, RayExecutor  # noqa: E402
+from dj_synth.pipelines.recipe import load_recipe  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+DJ_RUN = str(Path(sys.executable).parent / "dj-run")
+SLOW_OP = '''
+import time
+from dj_synth.operators import Mapper, register
+
+@register("sleepy_mapper")
+class SleepyMapper(Mapper):
+    """Sleeps per batch: gives a test time to kill something mid-run."""
+    def __init__(self, seconds: float = 0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.seconds = seconds
+    def process(self, batch):
+        time.sleep(self.seconds)
+        return batch
+'''
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance():
+    """One local Ray instance for the in-process tests (the executor joins it)."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def _outputs(summary: dict) -> dict:
+    """What must match across executors: the export (in file order), records and counts."""
+    work = Path(summary["work_dir"])
+    export = b"".join(Path(p).read_bytes() for p in summary["export_files"])
+    filtered = {Path(p).name: Path(p).read_bytes() for p in summary["filtered_files"]}
+    keys = ("input_samples", "exported_samples", "filtered", "quarantined_samples",
+            "quarantine_reasons", "generated_samples", "skipped_blank_lines")  # fmt: skip
+    counts = {k: summary[k] for k in keys}
+    counts["ops"] = [
+        (o["name"], o["in"], o["out"], o["filtered"], o["quarantined"]) for o in summary["ops"]
+    ]
+    return {"export": export, "filtered": filtered, "counts": counts,
+            "quarantine": (work / "quarantine.jsonl").read_bytes()}  # fmt: skip
+
+
+def _both(recipe_path: Path, tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
+    local = load_recipe(recipe_path, [f"export_path={tmp_path}/local/out.jsonl", *overrides])
+    remote = load_recipe(
+        recipe_path,
+        [
+            f"export_path={tmp_path}/ray/out.jsonl",
+            "executor_type=ray",
+            "io_batch_size=8",
+            *overrides,
+        ],
+    )
+    a = LocalExecutor(local, progress=False).run()
+    b = RayExecutor(remote).run()
+    assert b["executor"] == "ray" and b["shards"] > 1
+    return _outputs(a), _outputs(b)
+
+
+def test_parity_demo_recipe(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    a, b = _both(REPO / "recipes" / "demo.yaml", tmp_path)
+    assert a == b
+    assert a["counts"]["quarantined_samples"] > 0 and sum(a["counts"]["filtered"].values()) > 0
+
+
+def test_parity_dedup_recipe_with_keep_policy(tmp_path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    recipe = write_recipe(
+        tmp_path / "dedup.yaml",
+        dataset_path=str(REPO / "demo" / "demo.jsonl"),
+        export_path=str(tmp_path / "x.jsonl"),
+        np=2,
+        process=[
+            {"text_length_filter": {"min_len": 1}},
+            {"document_minhash_deduplicator": {"tokenization": "punctuation", "window_size": 2}},
+            {"image_deduplicator": {"hamming_threshold": 8, "keep_policy": "max", "keep_stats_key": "text_len"}},
+            {"document_deduplicator": {"lowercase": True, "ignore_non_character": True}},
+        ],
+    )  # fmt: skip
+    a, b = _both(recipe, tmp_path)
+    assert a == b
+    assert a["counts"]["filtered"]["image_deduplicator"] > 0
+
+
+def test_parity_tiny_recaption_recipe_on_actor_pools(tmp_path, monkeypatch, tiny_models):
+    monkeypatch.chdir(REPO)
+    recipe = write_recipe(
+        tmp_path / "recap.yaml",
+        dataset_path=str(REPO / "demo" / "demo.jsonl"),
+        export_path=str(tmp_path / "x.jsonl"),
+        np=1,
+        process=[
+            {"image_shape_filter": {"min_width": 64, "min_height": 64}},
+            {"image_captioning_mapper": {"hf_img2seq": tiny_models["blip2"], "keep_original_sample": True,
+                                         "max_new_tokens": 6, "do_sample": False, "accelerator": "cpu"}},
+            {"image_text_similarity_filter": {"hf_clip": tiny_models["clip"], "min_score": -1.0,
+                                              "accelerator": "cpu"}},
+        ],
+    )  # fmt: skip
+    a, b = _both(recipe, tmp_path)
+    assert a == b
+    assert a["counts"]["generated_samples"] > 0
+
+
+def test_unreachable_ray_address_is_a_clear_error(tmp_path):
+    ray.shutdown()  # the executor must try to connect, not reuse this test's instance
+    try:
+        data = tmp_path / "d.jsonl"
+        data.write_text('{"text": "x"}\n')
+        recipe = write_recipe(tmp_path / "r.yaml", dataset_path=str(data),
+                              export_path=str(tmp_path / "o.jsonl"), executor_type="ray",
+                              ray_address="127.0.0.1:9")  # fmt: skip
+        start = time.monotonic()
+        with pytest.raises(
+            RayConnectionError, match="cannot reach Ray at ray_address '127.0.0.1:9'"
+        ):
+            RayExecutor(load_recipe(recipe)).run()
+        assert time.monotonic() - start < 30
+        cli = subprocess.run([DJ_RUN, str(recipe), "-q"], capture_output=True, text=True)
+        assert cli.returncode == 2 and "ray start --head" in cli.stderr
+    finally:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+
+
+# -- failures: a killed worker, a killed driver -----------------------------------------
+
+
+def _slow_recipe(tmp_path: Path, name: str, executor: str) -> Path:
+    (tmp_path / "sleepy.py").write_text(SLOW_OP)
+    rows = [{"id": i, "text": f"caption number {i} " * (1 + i % 3)} for i in range(96)]
+    rows[10]["text"] = rows[3]["text"]  # an exact duplicate across shards
+    data = tmp_path / "data.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return write_recipe(
+        tmp_path / f"{name}.yaml", dataset_path=str(data),
+        export_path=str(tmp_path / name / "out.jsonl"), executor_type=executor, np=2,
+        io_batch_size=2, custom_operator_paths=[str(tmp_path / "sleepy.py")],
+        process=[{"sleepy_mapper": {"seconds": 0.15, "batch_size": 1}}, {"text_length_filter": {"min_len": 18}},
+                 {"document_deduplicator": {}}],
+    )  # fmt: skip
+
+
+def _committed(work: Path) -> int:
+    return len(list((work / "checkpoint" / "stage0").glob("*.out")))
+
+
+def _reference(tmp_path: Path) -> dict:
+    recipe = _slow_recipe(tmp_path, "ref", "default")
+    return _outputs(
+        LocalExecutor(load_recipe(recipe, ["sleepy_mapper.seconds=0"]), progress=False).run()
+    )
+
+
+def _wait_for(predicate, timeout: float = 60.0) -> None:
+    end = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > end:
+            raise TimeoutError("the run did not get there in time")
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("executor", ["ray", "default"])
+def test_killed_driver_then_resume_is_exactly_once(tmp_path, executor):
+    recipe = _slow_recipe(tmp_path, "run", executor)
+    work = tmp_path / "run"
+    args = [DJ_RUN, str(recipe), "-q", "--set", "use_checkpoint=true"]
+    proc = subprocess.Popen(args, start_new_session=True, stderr=subprocess.DEVNULL)
+    _wait_for(lambda: _committed(work) >= 4, timeout=120)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
+    proc.wait()
+    before = _committed(work)
+    assert 0 < before < 12  # killed mid-stage: some of the 12 shards committed, not all
+    done = subprocess.run([*args, "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((work / "summary.json").read_text())
+    assert summary["shards_resumed"] >= before
+    assert _outputs(summary) == _reference(tmp_path)
+
+
+def test_killed_ray_worker_does_not_change_the_output(tmp_path):
+    recipe = _slow_recipe(tmp_path, "run", "ray")
+    work = tmp_path / "run"
+    proc = subprocess.Popen(
+        [DJ_RUN, str(recipe), "-q"], start_new_session=True, stderr=subprocess.DEVNULL
+    )
+    try:
+        _wait_for(lambda: _committed(work) >= 2, timeout=120)
+        victims = _ray_task_workers()
+        assert victims, "no Ray worker running our map task"
+        os.kill(victims[0], signal.SIGKILL)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    summary = json.loads((work / "summary.json").read_text())
+    assert _outputs(summary) == _reference(tmp_path)
+
+
+def _ray_task_workers() -> list[int]:
+    """Pids of Ray worker processes currently running a map_batches task (process title)."""
+    pids = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            title = Path(f"/proc/{entry}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if title.startswith("ray::") and "MapBatches" in title:
+            pids.append(int(entry))
+    return pids
