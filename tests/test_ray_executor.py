@@ -146,8 +146,15 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path):
 # -- failures: a killed worker, a killed driver -----------------------------------------
 
 
-def _slow_recipe(tmp_path: Path, name: str, executor: str) -> Path:
-    (tmp_path / "sleepy.py").write_text(SLOW_OP)
+@pytest.fixture(scope="module")
+def sleepy(tmp_path_factory) -> Path:
+    """The slow custom operator, one file for the whole module (registered once)."""
+    path = tmp_path_factory.mktemp("ops") / "sleepy.py"
+    path.write_text(SLOW_OP)
+    return path
+
+
+def _slow_recipe(tmp_path: Path, name: str, executor: str, sleepy: Path) -> Path:
     rows = [{"id": i, "text": f"caption number {i} " * (1 + i % 3)} for i in range(96)]
     rows[10]["text"] = rows[3]["text"]  # an exact duplicate across shards
     data = tmp_path / "data.jsonl"
@@ -155,7 +162,7 @@ def _slow_recipe(tmp_path: Path, name: str, executor: str) -> Path:
     return write_recipe(
         tmp_path / f"{name}.yaml", dataset_path=str(data),
         export_path=str(tmp_path / name / "out.jsonl"), executor_type=executor, np=2,
-        io_batch_size=2, custom_operator_paths=[str(tmp_path / "sleepy.py")],
+        io_batch_size=2, custom_operator_paths=[str(sleepy)],
         process=[{"sleepy_mapper": {"seconds": 0.15, "batch_size": 1}}, {"text_length_filter": {"min_len": 18}},
                  {"document_deduplicator": {}}],
     )  # fmt: skip
@@ -165,8 +172,8 @@ def _committed(work: Path) -> int:
     return len(list((work / "checkpoint" / "stage0").glob("*.out")))
 
 
-def _reference(tmp_path: Path) -> dict:
-    recipe = _slow_recipe(tmp_path, "ref", "default")
+def _reference(tmp_path: Path, sleepy: Path) -> dict:
+    recipe = _slow_recipe(tmp_path, "ref", "default", sleepy)
     return _outputs(
         LocalExecutor(load_recipe(recipe, ["sleepy_mapper.seconds=0"]), progress=False).run()
     )
@@ -181,8 +188,8 @@ def _wait_for(predicate, timeout: float = 60.0) -> None:
 
 
 @pytest.mark.parametrize("executor", ["ray", "default"])
-def test_killed_driver_then_resume_is_exactly_once(tmp_path, executor):
-    recipe = _slow_recipe(tmp_path, "run", executor)
+def test_killed_driver_then_resume_is_exactly_once(tmp_path, executor, sleepy):
+    recipe = _slow_recipe(tmp_path, "run", executor, sleepy)
     work = tmp_path / "run"
     args = [DJ_RUN, str(recipe), "-q", "--set", "use_checkpoint=true"]
     proc = subprocess.Popen(args, start_new_session=True, stderr=subprocess.DEVNULL)
@@ -195,11 +202,11 @@ def test_killed_driver_then_resume_is_exactly_once(tmp_path, executor):
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((work / "summary.json").read_text())
     assert summary["shards_resumed"] >= before
-    assert _outputs(summary) == _reference(tmp_path)
+    assert _outputs(summary) == _reference(tmp_path, sleepy)
 
 
-def test_killed_ray_worker_does_not_change_the_output(tmp_path):
-    recipe = _slow_recipe(tmp_path, "run", "ray")
+def test_killed_ray_worker_does_not_change_the_output(tmp_path, sleepy):
+    recipe = _slow_recipe(tmp_path, "run", "ray", sleepy)
     work = tmp_path / "run"
     proc = subprocess.Popen(
         [DJ_RUN, str(recipe), "-q"], start_new_session=True, stderr=subprocess.DEVNULL
@@ -214,7 +221,7 @@ def test_killed_ray_worker_does_not_change_the_output(tmp_path):
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
     summary = json.loads((work / "summary.json").read_text())
-    assert _outputs(summary) == _reference(tmp_path)
+    assert _outputs(summary) == _reference(tmp_path, sleepy)
 
 
 def _ray_task_workers() -> list[int]:
