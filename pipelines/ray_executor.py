@@ -23,13 +23,21 @@ from typing import Any
 
 import numpy as np
 
-from dj_synth.operators.base import Op
+from dj_synth.operators.base import Deduplicator, Op
+from dj_synth.operators.dedup_decision import (
+    DedupEntry,
+    Position,
+    components,
+    decide,
+    stable_bucket,
+    star_edges,
+)
 
 from .dataset import DatasetReader
 from .recipe import Recipe
-from .sharded import ShardedRun, ShardResult, StageTask
+from .sharded import Checkpoint, ShardedRun, ShardResult, StageTask
 from .shards import ShardSpec
-from .stages import StageRunner, plan_stages
+from .stages import Positions, StageRunner, plan_stages
 
 log = logging.getLogger("dj_synth")
 
@@ -62,6 +70,9 @@ def connect(address: str | None, quiet: bool = True) -> None:
             raise RayConnectionError(
                 f"cannot reach Ray at ray_address {address!r} ({exc}); {hint}"
             ) from None
+    if quiet:
+        for name in ("ray", "ray.data"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": not quiet}
     if address:
         kwargs["address"] = address
@@ -168,6 +179,96 @@ def _step_fn(batch: dict[str, np.ndarray], task: StageTask, op_indices: list[int
 _STEPS: dict[tuple, Step] = {}
 
 
+# -- dedup as a distributed step ---------------------------------------------------
+# Map: each committed shard's keys -> (bucket, position) pairs, hash-partitioned.
+# Reduce: per partition, star edges between the members of each bucket. The driver
+# joins the edges into components (union-find over edges only: few, as they link
+# duplicate candidates). Map: entries of samples in a component, partitioned by
+# component. Reduce: `decide` per component. Same result as deciding globally
+# (see `dedup_decision`), without any process holding every key.
+
+
+def _shard_entries(task: StageTask, shard: int) -> list[DedupEntry]:
+    _, out = Checkpoint(task.checkpoint).read(task.stage, shard)
+    position = Positions()
+    return [(sv.rank, position(sv), sv.ref, sv.sample_id, sv.key) for sv in out.survivors]
+
+
+def _dedup_op(task: StageTask) -> Deduplicator:
+    dedup = _runner(task).stages[task.stage].dedup
+    assert dedup is not None
+    return dedup
+
+
+def _bucket_map(task: StageTask, shard: int, parts: int) -> list[list[tuple[int, Position]]]:
+    index = _dedup_op(task).new_index()
+    out: list[list[tuple[int, Position]]] = [[] for _ in range(parts)]
+    for _, position, _, _, key in _shard_entries(task, shard):
+        for bucket in index.buckets(key):
+            b = stable_bucket(bucket)
+            out[b % parts].append((b, position))
+    return out
+
+
+def _bucket_reduce(*chunks: list[tuple[int, Position]]) -> list[tuple[Position, Position]]:
+    members: dict[int, list[Position]] = {}
+    for chunk in chunks:
+        for bucket, position in chunk:
+            members.setdefault(bucket, []).append(position)
+    return [edge for group in members.values() if len(group) > 1 for edge in star_edges(group)]
+
+
+def _component_map(task: StageTask, shard: int, comp: dict[Position, Position],
+                   parts: int) -> list[list[tuple[Position, DedupEntry]]]:  # fmt: skip
+    out: list[list[tuple[Position, DedupEntry]]] = [[] for _ in range(parts)]
+    for entry in _shard_entries(task, shard):
+        root = comp.get(entry[1])
+        if root is not None:
+            out[hash(root) % parts].append((root, entry))
+    return out
+
+
+def _component_reduce(task: StageTask, *chunks: list[tuple[Position, DedupEntry]]) -> dict:
+    groups: dict[Position, list[DedupEntry]] = {}
+    for chunk in chunks:
+        for root, entry in chunk:
+            groups.setdefault(root, []).append(entry)
+    dedup = _dedup_op(task)
+    drops: dict[Position, str] = {}
+    for group in groups.values():
+        drops.update(decide(dedup, group))
+    return drops
+
+
+def distributed_decide(task: StageTask, shards: list[ShardSpec], parts: int) -> dict[Position, str]:
+    """A stage's dedup decision computed by Ray tasks (see the comment above)."""
+    import ray
+
+    shipped = ray.put(task.without_drops())
+    bucket_map = (
+        ray.remote(_bucket_map).options(num_returns=parts) if parts > 1 else ray.remote(_bucket_map)
+    )
+    mapped = [bucket_map.remote(shipped, sh.index, parts) for sh in shards]
+    if parts == 1:
+        mapped = [[m] for m in mapped]
+    reduce = ray.remote(_bucket_reduce)
+    edges = ray.get([reduce.remote(*[m[p] for m in mapped]) for p in range(parts)])
+    comp = components(e for part in edges for e in part)
+    if not comp:
+        return {}
+    comp_ref = ray.put(comp)
+    comp_map = ray.remote(_component_map)
+    comp_map = comp_map.options(num_returns=parts) if parts > 1 else comp_map
+    mapped = [comp_map.remote(shipped, sh.index, comp_ref, parts) for sh in shards]
+    if parts == 1:
+        mapped = [[m] for m in mapped]
+    reduce = ray.remote(_component_reduce)
+    drops: dict[Position, str] = {}
+    for part in ray.get([reduce.remote(shipped, *[m[p] for m in mapped]) for p in range(parts)]):
+        drops.update(part)
+    return drops
+
+
 class RayBackend:
     name = "ray"
 
@@ -219,6 +320,9 @@ class RayBackend:
                 )  # fmt: skip
         for row in ds.iter_rows():
             yield ShardResult(**json.loads(row["result"]))
+
+    def decide(self, task: StageTask, shards: list[ShardSpec]) -> dict[Position, str]:
+        return distributed_decide(task, shards, parts=max(1, min(self.workers, len(shards))))
 
     def close(self) -> None:
         pass

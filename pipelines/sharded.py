@@ -268,7 +268,12 @@ class ShardedRun:
             if pending:
                 for result in self.backend.run_stage(task, pending):
                     self._progress(stage, result, len(shards))
-            drops = self._decide(stage, shards, ckpt)
+            if stage.dedup is None:
+                drops = {}
+            elif hasattr(self.backend, "decide"):  # a distributed decision, the same result
+                drops = self.backend.decide(task, shards)
+            else:
+                drops = self._decide(stage, shards, ckpt)
         summary = self._account(ops, stages, shards, ckpt, blank)
         elapsed = time.perf_counter() - t0
         summary.update(
