@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
+from array import array
 from collections.abc import Hashable
 from functools import lru_cache
 from typing import Any, Literal
 
 import numpy as np
+from rensa import RMinHash
 
 from .base import DedupIndex, Deduplicator
 from .batch import Batch, SampleRef
 from .document_deduplicator import checked_texts, special_tokens
 from .registry import register
 
-MERSENNE = np.uint64((1 << 61) - 1)
-MAX_HASH = np.uint64(0xFFFFFFFF)
+SEED = 42  # fixed permutations: signatures are comparable across workers and runs
 _PUNCT_SPLIT = re.compile(r"[\W_]+", re.UNICODE)
 
 
@@ -87,9 +87,6 @@ class DocumentMinhashDeduplicator(Deduplicator):
         self.num_permutations, self.jaccard_threshold = num_permutations, jaccard_threshold
         self.num_bands, self.num_rows_per_band = num_bands, num_rows_per_band
         self.tokenizer_model = tokenizer_model
-        rng = np.random.RandomState(42)  # fixed permutations: signatures comparable across runs
-        self._a = rng.randint(1, 1 << 32, size=num_permutations, dtype=np.uint64)
-        self._b = rng.randint(0, 1 << 32, size=num_permutations, dtype=np.uint64)
 
     def shingles(self, text: str) -> set[str]:
         if self.lowercase:
@@ -109,12 +106,10 @@ class DocumentMinhashDeduplicator(Deduplicator):
         return {sep.join(tokens[i : i + w]) for i in range(len(tokens) - w + 1)}
 
     def signature(self, shingles: set[str]) -> bytes:
-        hv = np.fromiter(
-            (int.from_bytes(hashlib.blake2b(s.encode(), digest_size=4).digest(), "little") for s in shingles),
-            dtype=np.uint64, count=len(shingles),
-        )  # fmt: skip
-        perm = ((hv[:, None] * self._a + self._b) % MERSENNE) & MAX_HASH
-        return perm.min(axis=0).astype(np.uint32).tobytes()
+        """`num_permutations` 32-bit minima (rensa's Rust MinHash, fixed seed), as bytes."""
+        sketch = RMinHash(num_perm=self.num_permutations, seed=SEED)
+        sketch.update(list(shingles))
+        return array("I", sketch.digest()).tobytes()
 
     def compute_hash(self, batch: Batch) -> list[Hashable | None]:
         tokens = [t for t in special_tokens(self, batch) if t]
@@ -123,7 +118,7 @@ class DocumentMinhashDeduplicator(Deduplicator):
             for token in tokens:
                 text = text.replace(token, " ")
             shingles = self.shingles(text)
-            keys.append(self.signature(shingles) if shingles else None)
+            keys.append(self.signature(shingles) if shingles else None)  # None: never a dup
         return keys
 
     def new_index(self) -> DedupIndex:

@@ -138,7 +138,9 @@ NEAR = [  # measured recall of the token edits, out of 10 each
     (
         "document_minhash_deduplicator",
         {"tokenization": "punctuation", "window_size": 3},  # jaccard_threshold 0.7
-        {"digit": 9, "edit1": 10, "edit2": 3, "edit3": 0},
+        # one-word edits have a true Jaccard of 0.80-0.86: with 256 permutations the estimate
+        # falls under 0.7 for about one in ten (measured: 9/10 with rensa, 10/10 before)
+        {"digit": 9, "edit1": 9, "edit2": 3, "edit3": 0},
     ),
     (
         "document_minhash_deduplicator",
