@@ -137,9 +137,19 @@ def dj_run_command() -> list[str]:
     return [sys.executable, "-c", "from dj_synth.pipelines.cli import app; app()"]
 
 
-def run_one(n: int, np_: int, recipe: Path, engine: str = "dj-synth", dj_process: str = "") -> dict:
-    data = corpus(n)
-    out_dir = OUT / f"{engine}-{recipe.stem}-n{n}-np{np_}"
+def run_one(
+    n: int,
+    np_: int,
+    recipe: Path,
+    engine: str = "dj-synth",
+    dj_process: str = "",
+    data: Path | None = None,
+    out_dir: Path | None = None,
+) -> dict:
+    """One measured run over `data` (default: the make_corpus corpus of `n` samples);
+    `out_dir` (default bench/out/ENGINE-RECIPE-nN-npNP) is wiped first."""
+    data = data or corpus(n)
+    out_dir = out_dir or OUT / f"{engine}-{recipe.stem}-n{n}-np{np_}"
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     export = out_dir / "result.jsonl"

@@ -17,6 +17,7 @@ import bisect
 import hashlib
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -311,6 +312,7 @@ class ShardedRun:
             return [ShardSpec(**d) for d in plan["shards"]], plan["blank_lines"]
         if os.path.exists(ckpt.root):
             shutil.rmtree(ckpt.root)
+        self._remove_old_export_shards()
         shards, blank = plan_shards(files, self.shard_size)
         os.makedirs(ckpt.root, exist_ok=True)
         with AtomicWriter(plan_path) as w:
@@ -318,6 +320,19 @@ class ShardedRun:
                     "shards": [sh.to_dict() for sh in shards]}  # fmt: skip
             w.write(json.dumps(plan, indent=1).encode())
         return shards, blank
+
+    def _remove_old_export_shards(self) -> None:
+        """A previous run's `<base>-NNNNN-of-NNNNN` shards must not mix with this run's."""
+        export = self.recipe.settings.export_path
+        for path in (export, stats_path(export)):
+            base, suffix = _split_suffix(path)
+            pattern = re.compile(
+                re.escape(os.path.basename(base)) + r"-\d{5}-of-\d{5}" + re.escape(suffix)
+            )
+            folder = os.path.dirname(os.path.abspath(base))
+            for name in os.listdir(folder):
+                if pattern.fullmatch(name):
+                    os.remove(os.path.join(folder, name))
 
     def _decide(
         self, stage: Stage, shards: list[ShardSpec], ckpt: Checkpoint
