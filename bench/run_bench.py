@@ -3,6 +3,7 @@
     python bench/run_bench.py                    # 2k and 20k (and 200k if 20k took < 60 s)
     python bench/run_bench.py --sizes 2000 20000 200000 --np 2
     python bench/run_bench.py --no-write         # print only
+    python bench/run_bench.py --engine dj-synth-ray --sizes 2000 20000   # the Ray executor
 
 Corpora are generated once (bench/make_corpus.py, seeded) and cached under bench/data/
 (gitignored): one shared pool of at most 5000 distinct images, one corpus.jsonl per size.
@@ -154,11 +155,13 @@ def run_one(
     out_dir.mkdir(parents=True)
     export = out_dir / "result.jsonl"
     time_log = out_dir / "time.txt"
-    if engine == "dj-synth":
+    if engine.startswith("dj-synth"):
         cmd = dj_run_command() + [
             str(recipe), "--set", f"dataset_path={data}", "--set", f"export_path={export}",
             "--set", f"np={np_}", "-q",
         ]  # fmt: skip
+        if engine == "dj-synth-ray":  # a local Ray instance started by the run (start-up included)
+            cmd += ["--executor", "ray"]
     else:
         cmd = [
             dj_process, "--config", str(recipe), "--dataset_path", str(data),
@@ -176,7 +179,7 @@ def run_one(
     if proc.returncode != 0:
         tail = (out_dir / "log.txt").read_text(errors="replace")[-4000:]
         raise SystemExit(f"{engine} failed (exit {proc.returncode}) on {data}:\n{tail}")
-    if engine == "dj-synth":
+    if engine.startswith("dj-synth"):
         summary = json.loads((out_dir / "summary.json").read_text())
     else:  # Data-Juicer writes no account; count the export
         with open(export, "rb") as fh:
@@ -298,7 +301,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--np", type=int, default=2, dest="np_")
     ap.add_argument("--recipe", type=Path, default=RECIPE)
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
-    ap.add_argument("--engine", choices=["dj-synth", "data-juicer"], default="dj-synth")
+    ap.add_argument("--engine", choices=["dj-synth", "dj-synth-ray", "data-juicer"],
+                    default="dj-synth", help="dj-synth-ray: dj-synth with --executor ray")  # fmt: skip
     ap.add_argument("--dj-process", default="dj-process",
                     help="Data-Juicer's dj-process (e.g. in a separate venv)")  # fmt: skip
     args = ap.parse_args(argv)
