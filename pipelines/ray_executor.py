@@ -207,7 +207,7 @@ def _bucket_map(task: StageTask, shard: int, parts: int) -> list[list[tuple[int,
         for bucket in index.buckets(key):
             b = stable_bucket(bucket)
             out[b % parts].append((b, position))
-    return out
+    return out if parts > 1 else out[0]  # one return value per partition (num_returns)
 
 
 def _bucket_reduce(*chunks: list[tuple[int, Position]]) -> list[tuple[Position, Position]]:
@@ -225,7 +225,7 @@ def _component_map(task: StageTask, shard: int, comp: dict[Position, Position],
         root = comp.get(entry[1])
         if root is not None:
             out[hash(root) % parts].append((root, entry))
-    return out
+    return out if parts > 1 else out[0]
 
 
 def _component_reduce(task: StageTask, *chunks: list[tuple[Position, DedupEntry]]) -> dict:

@@ -60,20 +60,21 @@ def _outputs(summary: dict) -> dict:
             "quarantine": (work / "quarantine.jsonl").read_bytes()}  # fmt: skip
 
 
-def _both(recipe_path: Path, tmp_path: Path, *overrides: str) -> tuple[dict, dict]:
+def _both(recipe_path: Path, tmp_path: Path, *overrides: str, shard: int = 8) -> tuple[dict, dict]:
+    """Local and Ray runs; Ray shards of 4 x `shard` samples (default 8: several shards)."""
     local = load_recipe(recipe_path, [f"export_path={tmp_path}/local/out.jsonl", *overrides])
     remote = load_recipe(
         recipe_path,
         [
             f"export_path={tmp_path}/ray/out.jsonl",
             "executor_type=ray",
-            "io_batch_size=8",
+            f"io_batch_size={shard}",
             *overrides,
         ],
     )
     a = LocalExecutor(local, progress=False).run()
     b = RayExecutor(remote).run()
-    assert b["executor"] == "ray" and b["shards"] > 1
+    assert b["executor"] == "ray" and (b["shards"] > 1) == (shard == 8)
     return _outputs(a), _outputs(b)
 
 
@@ -84,7 +85,8 @@ def test_parity_demo_recipe(tmp_path, monkeypatch):
     assert a["counts"]["quarantined_samples"] > 0 and sum(a["counts"]["filtered"].values()) > 0
 
 
-def test_parity_dedup_recipe_with_keep_policy(tmp_path, monkeypatch):
+@pytest.mark.parametrize("shard", [8, 512], ids=["many-shards", "one-shard"])
+def test_parity_dedup_recipe_with_keep_policy(tmp_path, monkeypatch, shard):
     monkeypatch.chdir(REPO)
     recipe = write_recipe(
         tmp_path / "dedup.yaml",
@@ -98,7 +100,7 @@ def test_parity_dedup_recipe_with_keep_policy(tmp_path, monkeypatch):
             {"document_deduplicator": {"lowercase": True, "ignore_non_character": True}},
         ],
     )  # fmt: skip
-    a, b = _both(recipe, tmp_path)
+    a, b = _both(recipe, tmp_path, shard=shard)
     assert a == b
     assert a["counts"]["filtered"]["image_deduplicator"] > 0
 
