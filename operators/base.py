@@ -55,6 +55,9 @@ class Op:
     # False for operators holding torch models: executors then start workers with
     # `spawn`, since forking a process whose torch thread pools already ran can hang.
     fork_safe: ClassVar[bool] = True
+    # True for operators that create new content (captions, images): the challenge
+    # requires a synthesis step, and `dj-pack` checks recipes for one.
+    synthesizes: ClassVar[bool] = False
 
     def __init__(
         self,

@@ -46,6 +46,8 @@ class ImageCaptioningMapper(ModelOp, Mapper):
     false); a text with images but no image token is one chunk owning all images.
     """
 
+    synthesizes = True
+
     accelerator = "cuda"
     needs_pixels = True
     pixel_side = 448  # BLIP-2 sees 224 px

@@ -130,3 +130,7 @@ def _execute(rec, resume: bool, quiet: bool) -> dict:
     from .local_executor import LocalExecutor
 
     return LocalExecutor(rec, progress=False if quiet else None).run()
+
+
+if __name__ == "__main__":
+    app()

@@ -167,3 +167,7 @@ def main() -> None:
     """Console entry point: accepts Fire-style booleans (`--flag True`) as Data-Juicer's tools do."""
     sys.argv[1:] = normalize_bool_args(sys.argv[1:], _BOOL_FLAGS)
     app()
+
+
+if __name__ == "__main__":
+    main()

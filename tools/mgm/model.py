@@ -333,11 +333,12 @@ class MGMGemmaForCausalLM(GemmaForCausalLM):
             labels = spliced["labels"]
         elif input_ids is not None and bool((input_ids == IMAGE_TOKEN_INDEX).any()):
             raise ValueError("input_ids hold <image> (-200) but no images were given")
+        if past_key_values is not None:  # older callers; generate passes `cache` in kwargs
+            kwargs["past_key_values"] = past_key_values
         return super().forward(
             input_ids=input_ids,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,

@@ -1,0 +1,345 @@
+"""dj-train end to end on tiny random models (CPU): seed DJ data -> recipe (with a synthesis op)
+-> cap -> LLaVA JSON -> pretrain -> finetune -> TextVQA + MMBench -> scores -> dj-pack."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("open_clip")
+pytest.importorskip("timm")
+pytest.importorskip("accelerate")
+pytest.importorskip("openpyxl")
+
+from PIL import Image  # noqa: E402
+from test_mgm_data import write_llava  # noqa: E402
+
+from dj_synth.tools.challenge.cli import pack_main, train_main  # noqa: E402
+from dj_synth.tools.challenge.config import ConfigError, load_flow_config  # noqa: E402
+from dj_synth.tools.eval.textvqa import question_text  # noqa: E402
+from dj_synth.tools.mgm.tiny import AUX_IMAGE, make_tiny_mgm  # noqa: E402
+
+EXP = "tiny"
+CKPT = f"MGM-2B-Finetune-{EXP}"
+SPLIT = "mmbench_dev_20230712"
+COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
+
+
+def _png_b64(colour: tuple[int, int, int]) -> str:
+    buf = io.BytesIO()
+    Image.new("RGB", (48, 40), colour).save(buf, format="PNG")
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def make_challenge(root: Path, blip2: str) -> Path:
+    """A miniature challenge folder (toolkit layout) and a flow config; returns the config."""
+    pre = root / "input" / "pretrain_stage_1"
+    (pre / "images").mkdir(parents=True)
+    dj_lines, originals = [], []
+    for i, colour in enumerate(COLOURS):
+        Image.new("RGB", (64 + 8 * i, 64), colour).save(pre / "images" / f"{i}.jpg")
+        sid = f"{i:09d}"
+        dj_lines.append(
+            {"id": sid, "images": [f"{pre}/images/{i}.jpg"],
+             "text": f"<__dj__image>\na photo of colour {i} <|__dj__eoc|>"}
+        )  # fmt: skip
+        originals.append(
+            {"id": sid, "image": f"images/{i}.jpg",
+             "conversations": [{"from": "human", "value": "Write a short caption.\n<image>"},
+                               {"from": "gpt", "value": f"a photo of colour {i}"}]}
+        )  # fmt: skip
+    (pre / "mgm_pretrain_stage_1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in dj_lines))
+    (pre / "stage_1.json").write_text(json.dumps(originals))
+    ft = root / "toolkit/training/data/finetuning_stage_1"
+    ft.mkdir(parents=True)
+    ft_json = write_llava(ft, n_images=3, broken=True, text_only=True)
+    ft_json.rename(ft / "mgm_instruction_stage_1.json")
+    zoo = make_tiny_mgm(root / "toolkit/training/model_zoo", seed=0)
+
+    ev = root / "toolkit/training/data/eval_stage_1"
+    (ev / "textvqa/train_images").mkdir(parents=True)
+    questions, annotations = [], []
+    for i, colour in enumerate(COLOURS[:4]):
+        image_id = f"tv{i:03d}"
+        Image.new("RGB", (50, 36), colour).save(ev / f"textvqa/train_images/{image_id}.jpg")
+        q = f"what colour is sign {i}?"
+        questions.append(
+            {"question_id": image_id, "image": f"{image_id}.jpg",
+             "text": question_text(q, ["stop", str(i)]) if i % 2 else question_text(q, [])}
+        )  # fmt: skip
+        annotations.append({"image_id": image_id, "question": q, "answers": ["red"] * 10})
+    (ev / "textvqa/llava_textvqa_val_v051_ocr.jsonl").write_text(
+        "".join(json.dumps(q) + "\n" for q in questions)
+    )
+    (ev / "textvqa/TextVQA_0.5.1_val.json").write_text(json.dumps({"data": annotations}))
+    (ev / "mmbench").mkdir()
+    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image",
+              "source", "l2-category", "comment", "split"]  # fmt: skip
+    rows = []
+    for i in range(3):
+        for shift in range(2):  # a main question and its circular copy
+            opts = ["red", "green", "blue"]
+            opts = opts[shift:] + opts[:shift]
+            rows.append([str(i + shift * 1_000_000), f"colour {i}?", "" if i else "a hint",
+                         *opts, "", "ABC"[opts.index("red")], "colour" if i < 2 else "misc",
+                         _png_b64(COLOURS[i]), "src", "l2", "", "dev"])  # fmt: skip
+    (ev / f"mmbench/{SPLIT}.tsv").write_text(
+        "\n".join("\t".join(r) for r in [header, *rows]) + "\n"
+    )
+    sol = root / "solution"
+    sol.mkdir()
+    recipe = {
+        "project_name": "tiny-synth",
+        "dataset_path": str(pre / "mgm_pretrain_stage_1.jsonl"),
+        "export_path": "output/data/pretrain.jsonl",
+        "np": 1,
+        "process": [
+            {"image_captioning_mapper": {"hf_img2seq": blip2, "keep_original_sample": True,
+                                         "max_new_tokens": 6, "gpu_batch_size": 8}},
+            {"text_length_filter": {"min_len": 1}},
+        ],
+    }  # fmt: skip
+    (sol / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
+    (sol / "notes.py").write_text("# participant code\n")
+    rel = {k: str(Path(v).relative_to(root)) for k, v in zoo.items()}
+    config = {
+        "exp_name": EXP,
+        "recipe": "solution/recipe.yaml",
+        "pretrain": {
+            "image_folder": "input/pretrain_stage_1",
+            "original_llava": "input/pretrain_stage_1/stage_1.json",
+            "per_device_train_batch_size": 4, "gradient_accumulation_steps": 64,
+            "dataloader_num_workers": 0,
+        },
+        "finetune": {
+            "data_path": "toolkit/training/data/finetuning_stage_1/mgm_instruction_stage_1.json",
+            "image_folder": "toolkit/training/data/finetuning_stage_1",
+            "per_device_train_batch_size": 4, "gradient_accumulation_steps": 32,
+            "dataloader_num_workers": 0,
+        },
+        "model_zoo": {**rel, "llm": rel["llm"], "image_size_aux": AUX_IMAGE},
+        "eval": {
+            "textvqa": {
+                "question_file": f"{ev.relative_to(root)}/textvqa/llava_textvqa_val_v051_ocr.jsonl",
+                "image_folder": f"{ev.relative_to(root)}/textvqa/train_images",
+                "annotation_file": f"{ev.relative_to(root)}/textvqa/TextVQA_0.5.1_val.json",
+            },
+            "mmbench": {"question_file": f"{ev.relative_to(root)}/mmbench/{SPLIT}.tsv"},
+            "batch_size": 3,
+        },
+        "launcher": "python",
+        "bf16": False,
+        "tf32": False,
+        "smoke": {"max_new_tokens": 4, "attn_implementation": "eager"},
+        "solution": ["solution"],
+    }  # fmt: skip
+    path = root / "flow.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def flow(tmp_path_factory, tiny_models):
+    root = tmp_path_factory.mktemp("challenge")
+    config = make_challenge(root, tiny_models["blip2"])
+    code = train_main([str(config), "--quiet"])
+    return {"root": root, "config": config, "code": code, "out": root / "output"}
+
+
+def test_flow_runs_to_scores(flow):
+    assert flow["code"] == 0, (flow["out"] / "dj_train_state.json").read_text()
+    out = flow["out"]
+    pre_log = out / f"training_dirs/MGM-2B-Pretrain-{EXP}/pretrain.log"
+    ft_log = out / f"training_dirs/{CKPT}/finetuning.log"
+    for log in (pre_log, ft_log):
+        assert "train_runtime" in log.read_text()
+    state = json.loads((out / "dj_train_state.json").read_text())
+    assert list(state["stages"]) == [
+        "recipe", "cap", "convert", "pretrain", "finetune", "textvqa", "mmbench", "scores",
+    ]  # fmt: skip
+    assert all(s["status"] == "done" for s in state["stages"].values())
+
+    # the recipe's synthesis doubled the seed samples (originals + recaptions), ids restored
+    llava = json.loads(Path(state["pretrain_data"]).read_text())
+    assert len(llava) == 2 * len(COLOURS)
+    assert {s["id"] for s in llava} == {f"{i:09d}" for i in range(len(COLOURS))}
+    assert all(s["conversations"][0]["value"].startswith("Write a short caption") for s in llava)
+
+    ev = out / "eval_results" / CKPT
+    tv = [json.loads(x) for x in (ev / "textvqa/bm1.jsonl").read_text().splitlines()]
+    assert (ev / "textvqa/1_0.jsonl").read_text() == (ev / "textvqa/bm1.jsonl").read_text()
+    assert [r["question_id"] for r in tv] == ["tv000", "tv001", "tv002", "tv003"]
+    assert set(tv[0]) == {"question_id", "prompt", "text", "answer_id", "model_id", "metadata"}
+    assert tv[0]["model_id"] == CKPT
+    mm = [
+        json.loads(x)
+        for x in (ev / f"mmbench/answers/{SPLIT}/{CKPT}.jsonl").read_text().splitlines()
+    ]
+    assert sorted(r["question_id"] for r in mm) == [0, 1, 2, 1_000_000, 1_000_001, 1_000_002]
+    assert mm[0]["prompt"].startswith("a hint\ncolour 0?\nA. red")
+    assert "Answer with the option" not in mm[0]["prompt"]
+
+    import pandas as pd
+
+    xlsx = pd.read_excel(ev / f"mmbench/answers_upload/{SPLIT}/{CKPT}.xlsx")
+    assert list(xlsx.columns)[6] == "prediction"
+    assert not {"hint", "category", "image", "source", "comment", "l2-category"} & set(xlsx)
+
+    # scores.json: what the scorers give on the written answers
+    from dj_synth.tools.eval.mmbench import load_predictions, score_mmbench
+    from dj_synth.tools.eval.textvqa import score_textvqa
+
+    scores = json.loads((ev / "scores.json").read_text())
+    tv_ann = flow["root"] / "toolkit/training/data/eval_stage_1/textvqa/TextVQA_0.5.1_val.json"
+    assert scores["textvqa"] == score_textvqa(tv_ann, [ev / "textvqa/bm1.jsonl"])
+    assert scores["textvqa"]["samples"] == 4
+    tsv = flow["root"] / f"toolkit/training/data/eval_stage_1/mmbench/{SPLIT}.tsv"
+    preds = load_predictions([ev / f"mmbench/answers/{SPLIT}/{CKPT}.jsonl"])
+    assert scores["mmbench"] == score_mmbench(tsv, preds)
+    assert 0 <= scores["mmbench"]["circular_accuracy"] <= scores["mmbench"]["accuracy"] <= 100
+
+
+def test_train_sh_is_the_runnable_record(flow):
+    script = (flow["out"] / "train.sh").read_text()
+    assert subprocess.run(["bash", "-n", str(flow["out"] / "train.sh")]).returncode == 0
+    assert "#   exp_name: tiny" in script
+    for needle in (
+        "dj_synth.pipelines.cli", "convert_cli cap", "--restore_questions True",
+        "--tune_mm_mlp_adapter True", "--pretrain_mm_mlp_adapter", "--image_aspect_ratio pad",
+        "| tee", "pretrain.log", "finetuning.log", "dj_synth.tools.mgm.infer textvqa",
+        "--upload-xlsx", "scores.json",
+    ):  # fmt: skip
+        assert needle in script, needle
+
+
+def test_pack_from_flow_config(flow, capsys):
+    assert pack_main(["--config", str(flow["config"])]) == 0
+    with zipfile.ZipFile(flow["root"] / "submit.zip") as zf:
+        names = set(zf.namelist())
+    assert {
+        "solution/solution/recipe.yaml", "solution/solution/notes.py", "output/train.sh",
+        f"output/training_dirs/MGM-2B-Pretrain-{EXP}/pretrain.log",
+        f"output/training_dirs/{CKPT}/finetuning.log",
+        f"output/eval_results/{CKPT}/textvqa/bm1.jsonl",
+        f"output/eval_results/{CKPT}/mmbench/answers/{SPLIT}/{CKPT}.jsonl",
+        f"output/eval_results/{CKPT}/mmbench/answers_upload/{SPLIT}/{CKPT}.xlsx",
+        f"output/eval_results/{CKPT}/scores.json", "MANIFEST.json",
+    } <= names  # fmt: skip
+    assert not any(n.endswith((".safetensors", ".bin")) for n in names)
+    assert "MANIFEST.json" in capsys.readouterr().out or True
+
+
+def test_rerun_skips_finished_stages(flow, capsys):
+    out = flow["out"]
+    ft_log = out / f"training_dirs/{CKPT}/finetuning.log"
+    before = ft_log.stat().st_mtime_ns
+    assert train_main([str(flow["config"]), "--quiet"]) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert train_main([str(flow["config"]), "--resume", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("done earlier, skipped") == 8
+    assert ft_log.stat().st_mtime_ns == before
+
+    scores = out / f"eval_results/{CKPT}/scores.json"
+    scores_before = scores.stat().st_mtime_ns
+    assert train_main([str(flow["config"]), "--from-stage", "scores", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("done earlier, skipped") == 7 and "scores: local scores" in said
+    assert scores.stat().st_mtime_ns != scores_before
+    assert ft_log.stat().st_mtime_ns == before
+
+
+# ----------------------------------------------------------------------------- fast checks
+
+
+def _minimal(root: Path, **over) -> Path:
+    """A config whose inputs exist (empty placeholders) for validation tests."""
+    for d in ("data", "zoo/gemma", "zoo/OpenAI/clip", "zoo/OpenAI/openclip-x", "ft"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "zoo/gemma/config.json").write_text("{}")
+    for f in ("data/dj.jsonl", "data/stage_1.json", "ft/ft.json"):
+        (root / f).write_text("[]" if f.endswith(".json") else "")
+    cfg = {
+        "pretrain": {"dataset": "data/dj.jsonl", "image_folder": "data",
+                     "original_llava": "data/stage_1.json",
+                     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 32},
+        "finetune": {"data_path": "ft/ft.json", "image_folder": "ft",
+                     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 16},
+        "model_zoo": {"llm": "zoo/gemma", "vision_tower": "zoo/OpenAI/clip",
+                      "vision_tower_aux": "zoo/OpenAI/openclip-x"},
+        "launcher": "python",
+    }  # fmt: skip
+    for key, value in over.items():
+        section, _, name = key.partition("__")
+        if name:
+            cfg[section][name] = value
+        else:
+            cfg[section] = value
+    path = root / "flow.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_valid_config_loads(tmp_path):
+    rc = load_flow_config(_minimal(tmp_path))
+    assert rc.pretrain_dir == tmp_path / "output/training_dirs/MGM-2B-Pretrain-default"
+    assert rc.capped == tmp_path / "data/dj.jsonl-200k.jsonl"
+    assert rc.llava_json == tmp_path / "data/dj.jsonl-200k.jsonl.json"
+
+
+def test_global_batch_checked_before_any_work(tmp_path, capsys):
+    cfg = _minimal(tmp_path, pretrain__gradient_accumulation_steps=16)
+    assert train_main([str(cfg)]) == 2
+    err = capsys.readouterr().err
+    assert "pretrain: global batch 8 x 16 x 1 GPU(s) = 128" in err
+    assert "gradient_accumulation_steps: 32" in err
+    assert not (tmp_path / "output").exists()
+
+
+def test_config_problems_listed_together(tmp_path):
+    cfg = _minimal(tmp_path, pretrain__dataset="data/missing.jsonl", unknown_key=1)
+    with pytest.raises(ConfigError) as err:
+        load_flow_config(cfg)
+    assert "unknown_key" in str(err.value)
+    cfg = _minimal(tmp_path, pretrain__dataset="data/missing.jsonl",
+                   finetune__image_folder="nowhere")  # fmt: skip
+    with pytest.raises(ConfigError) as err:
+        load_flow_config(cfg)
+    msg = str(err.value)
+    assert "pretrain.dataset: file not found" in msg and "finetune.image_folder" in msg
+    with pytest.raises(ConfigError, match="exp_name"):
+        load_flow_config(_minimal(tmp_path, exp_name="../escape"))
+    with pytest.raises(ConfigError, match="le|less than or equal"):
+        load_flow_config(_minimal(tmp_path, pretrain__cap=300_000))
+
+
+def test_failed_stage_is_named(tmp_path, capsys):
+    cfg = _minimal(tmp_path)
+    (tmp_path / "data/dj.jsonl").write_text(
+        json.dumps({"id": "x1", "images": ["a.jpg"], "text": "<__dj__image>\ncap <|__dj__eoc|>"})
+        + "\n"
+    )
+    assert train_main([str(cfg), "--until", "convert", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "stage convert failed" in err and "convert.log" in err
+    state = json.loads((tmp_path / "output/dj_train_state.json").read_text())
+    assert state["stages"]["cap"]["status"] == "done"
+    assert state["stages"]["convert"]["status"] == "failed"
+    assert "x1" in (tmp_path / "output/logs/convert.log").read_text()
+    # fixed input: --resume goes on from the failed stage, skipping the finished cap
+    (tmp_path / "data/stage_1.json").write_text(json.dumps([
+        {"id": "x1", "image": "a.jpg", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "x"}]}
+    ]))  # fmt: skip
+    assert train_main([str(cfg), "--until", "convert", "--resume", "--quiet"]) == 0
+    assert "cap: done earlier, skipped" in capsys.readouterr().out
+    assert (tmp_path / "data/dj.jsonl-200k.jsonl.json").is_file()

@@ -1,0 +1,164 @@
+"""MGM inference for the benchmarks: chunking as MGM, batched greedy decoding equal to one-by-one
+decoding, answer records (TextVQA / MMBench), unreadable images kept as error records."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("transformers")
+pytest.importorskip("open_clip")
+pytest.importorskip("accelerate")
+
+from PIL import Image  # noqa: E402
+from test_mgm_data import write_llava  # noqa: E402
+from test_mgm_train import common_args  # noqa: E402
+
+from dj_synth.tools.mgm import infer  # noqa: E402
+from dj_synth.tools.mgm.tiny import make_tiny_mgm  # noqa: E402
+from dj_synth.tools.mgm.train import train  # noqa: E402
+
+
+def test_get_chunk_matches_mgm_split():
+    items = list(range(10))
+    assert [infer.get_chunk(items, 3, i) for i in range(3)] == [
+        [0, 1, 2, 3], [4, 5, 6, 7], [8, 9],
+    ]  # fmt: skip
+    assert [infer.get_chunk([1, 2], 4, i) for i in range(4)] == [[1], [2], [], []]
+    with pytest.raises(infer.InferenceError):
+        infer.get_chunk(items, 2, 2)
+
+
+def test_model_name_from_path():
+    assert infer.model_name_from_path("out/training_dirs/MGM-2B-Finetune-x/") == (
+        "MGM-2B-Finetune-x"
+    )
+    assert infer.model_name_from_path("runs/MGM-2B/checkpoint-100") == "MGM-2B_checkpoint-100"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A finetuned tiny MGM checkpoint whose weights are then scaled up so that greedy
+    decoding produces varied tokens (a fresh tiny model mostly repeats one token)."""
+    root = tmp_path_factory.mktemp("mgm_infer")
+    tiny = make_tiny_mgm(root / "zoo", seed=0)
+    data = write_llava(root / "data", n_images=2, broken=False, text_only=False)
+    out = root / "MGM-2B-Finetune-infer"
+    args = common_args(tiny, data, out) + [
+        "--image_aspect_ratio", "pad", "--learning_rate", "2e-5", "--save_strategy", "no",
+        "--max_steps", "1",
+    ]  # fmt: skip
+    train(args)
+    from safetensors.torch import load_file, save_file
+
+    gen = torch.Generator().manual_seed(0)
+    for shard in out.glob("*.safetensors"):
+        state = load_file(shard)
+        state = {
+            k: (torch.randn(v.shape, generator=gen) * 0.6).to(v.dtype)
+            if ("layers" in k or "embed_tokens" in k) and v.dim() == 2 else v
+            for k, v in state.items()
+        }  # fmt: skip
+        save_file(state, shard, metadata={"format": "pt"})
+    return out
+
+
+def _images() -> list[Image.Image]:
+    return [
+        Image.new("RGB", (40, 30), (220, 20, 20)),
+        Image.new("RGB", (30, 50), (20, 220, 20)),
+        Image.new("RGB", (36, 36), (20, 20, 220)),
+    ]
+
+
+def test_batched_greedy_equals_one_by_one(checkpoint):
+    loaded = infer.load_model(checkpoint, device="cpu")
+    items = list(zip(["What?", "Which colour is the big square here?", "Name it."], _images()))
+    batched = infer.generate_answers(loaded, items, max_new_tokens=6)
+    single = [infer.generate_answers(loaded, [it], max_new_tokens=6)[0] for it in items]
+    assert batched == single
+    assert any(batched) and len(set(batched)) > 1  # real, varied text
+
+
+def _write_textvqa(root: Path) -> tuple[Path, Path]:
+    (root / "imgs").mkdir(parents=True)
+    lines = []
+    for i, image in enumerate(_images()):
+        image.save(root / "imgs" / f"q{i}.jpg")
+        lines.append({"question_id": f"q{i}", "image": f"q{i}.jpg",
+                      "text": f"question {i}?\nAnswer the question using a single word or phrase."})  # fmt: skip
+    (root / "imgs" / "bad.jpg").write_bytes(b"not an image")
+    lines.append({"question_id": "bad", "image": "bad.jpg", "text": "broken?"})
+    qfile = root / "questions.jsonl"
+    qfile.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return qfile, root / "imgs"
+
+
+def test_textvqa_answers_and_bad_image(checkpoint, tmp_path):
+    qfile, imgs = _write_textvqa(tmp_path)
+    out = tmp_path / "eval" / "textvqa"
+    code = infer.main([
+        "textvqa", "--model-path", str(checkpoint), "--question-file", str(qfile),
+        "--image-folder", str(imgs), "--gpus", "cpu", "--out-dir", str(out),
+        "--answers-file", str(out / "bm1.jsonl"), "--batch-size", "2", "--max-new-tokens", "4",
+        "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    assert (out / "1_0.jsonl").read_bytes() == (out / "bm1.jsonl").read_bytes()
+    recs = [json.loads(x) for x in (out / "bm1.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in recs] == ["q0", "q1", "q2", "bad"]
+    assert list(recs[0]) == ["question_id", "prompt", "text", "answer_id", "model_id", "metadata"]
+    assert recs[1]["prompt"] == "question 1?\nAnswer the question using a single word or phrase."
+    assert recs[0]["model_id"] == "MGM-2B-Finetune-infer"
+    assert recs[3]["text"] == "" and "error" in recs[3]["metadata"]
+    assert all("error" not in r["metadata"] for r in recs[:3])
+    # the same answers as a one-by-one run of chunk 1 of 2 (MGM's chunking)
+    code = infer.main([
+        "textvqa", "--model-path", str(checkpoint), "--question-file", str(qfile),
+        "--image-folder", str(imgs), "--num-chunks", "2", "--chunk-idx", "1",
+        "--answers-file", str(tmp_path / "2_1.jsonl"), "--batch-size", "1",
+        "--max-new-tokens", "4", "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    part = [json.loads(x) for x in (tmp_path / "2_1.jsonl").read_text().splitlines()]
+    assert [(r["question_id"], r["text"]) for r in part] == [
+        (r["question_id"], r["text"]) for r in recs[2:]
+    ]
+
+
+def test_mmbench_answers(checkpoint, tmp_path):
+    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image"]
+    rows = []
+    for i, image in enumerate(_images()[:2]):
+        buf = io.BytesIO()
+        image.save(buf, format="PNG")
+        rows.append([str(i), f"q{i}?", "hint" if i == 0 else "", "x", "y", "", "", "A", "c",
+                     base64.b64encode(buf.getvalue()).decode()])  # fmt: skip
+    tsv = tmp_path / "mmb.tsv"
+    tsv.write_text("\n".join("\t".join(r) for r in [header, *rows]) + "\n")
+    answers = tmp_path / "answers" / "ckpt.jsonl"
+    code = infer.main([
+        "mmbench", "--model-path", str(checkpoint), "--question-file", str(tsv),
+        "--answers-file", str(answers), "--single-pred-prompt", "--max-new-tokens", "3",
+        "--no-progress",
+    ])  # fmt: skip
+    assert code == 0
+    recs = [json.loads(x) for x in answers.read_text().splitlines()]
+    assert [r["question_id"] for r in recs] == [0, 1]
+    assert recs[0]["prompt"] == "hint\nq0?\nA. x\nB. y"
+    assert recs[1]["options"] == ["x", "y"] and recs[1]["option_char"] == ["A", "B"]
+    assert recs[0]["round_id"] == 0
+
+
+def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
+    code = infer.main([
+        "textvqa", "--model-path", str(tmp_path / "nope"), "--question-file", "q.jsonl",
+        "--image-folder", ".", "--answers-file", str(tmp_path / "a.jsonl"),
+    ])  # fmt: skip
+    assert code == 2
+    assert "no config.json" in capsys.readouterr().err

@@ -1,0 +1,411 @@
+"""MGM-2B inference for the challenge benchmarks: TextVQA and MMBench answers files.
+
+Mirrors MGM's ``model_vqa_loader`` / ``model_vqa_mmbench`` (same flags, same answer records,
+same ``<N>_<i>.jsonl`` chunking) so the toolkit's scripts and scorers read our files, with two
+changes that matter for speed: prompts are decoded in batches (left-padded; greedy decoding is
+unaffected up to float rounding) and ``<end_of_turn>`` also stops decoding (the text after it is
+dropped by ``skip_special_tokens`` anyway). A sample whose image cannot be read still gets an
+answer record, with an empty ``text`` and the error in ``metadata``: it is never silently lost.
+
+``python -m dj_synth.tools.mgm.infer textvqa|mmbench --model-path CKPT ... [--gpus 0,1]`` runs
+one chunk per GPU in parallel processes and merges them; without ``--gpus`` it runs in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+DEFAULT_MMBENCH_SPLIT = "mmbench_dev_20230712"
+
+
+class InferenceError(RuntimeError):
+    """A checkpoint or input that inference cannot use; the message says what to fix."""
+
+
+# ----------------------------------------------------------------------------- chunks
+
+
+def get_chunk(items: Sequence[Any], num_chunks: int, chunk_idx: int) -> list[Any]:
+    """MGM's ``split_list`` + ``get_chunk``: ``ceil(len/n)``-sized contiguous slices."""
+    if num_chunks < 1 or not 0 <= chunk_idx < num_chunks:
+        raise InferenceError(f"chunk {chunk_idx} of {num_chunks}: need 0 <= idx < n, n >= 1")
+    size = max(1, math.ceil(len(items) / num_chunks))
+    return list(items[chunk_idx * size : (chunk_idx + 1) * size])
+
+
+def model_name_from_path(path: str | Path) -> str:
+    """MGM's ``get_model_name_from_path``: the last folder, ``parent_checkpoint-N`` for a
+    checkpoint folder."""
+    parts = str(path).rstrip("/").split("/")
+    if parts[-1].startswith("checkpoint-") and len(parts) > 1:
+        return f"{parts[-2]}_{parts[-1]}"
+    return parts[-1]
+
+
+# ----------------------------------------------------------------------------- model
+
+
+@dataclass
+class LoadedModel:
+    model: Any
+    tokenizer: Any
+    image_processor: Any
+    name: str
+    device: Any
+
+
+def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:
+    """Load a finetuned checkpoint (the HF folder the finetune stage saves) for generation."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from .image_processing import MGMImageProcessor
+    from .model import MGMGemmaForCausalLM
+
+    path = Path(model_path)
+    if not (path / "config.json").is_file():
+        raise InferenceError(
+            f"--model-path {path}: no config.json there; point it at the folder the finetune "
+            "stage saved (output/training_dirs/MGM-2B-Finetune-<EXP>)"
+        )
+    config = json.loads((path / "config.json").read_text())
+    if config.get("model_type") != "mgm_gemma":
+        raise InferenceError(f"{path}: model_type {config.get('model_type')!r}, not mgm_gemma")
+    if not list(path.glob("*.safetensors")) and not list(path.glob("*.bin")):
+        raise InferenceError(
+            f"{path}: no weights (*.safetensors); an adapter-only pretrain folder cannot be "
+            "evaluated, evaluate the finetune output"
+        )
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if dtype == "auto":
+        dtype = "bfloat16" if device.startswith("cuda") else "float32"
+    model = MGMGemmaForCausalLM.from_pretrained(
+        str(path), dtype=getattr(torch, dtype), local_files_only=True
+    )
+    model.to(device).eval()
+    model.config.use_cache = True
+    tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    processor = MGMImageProcessor.from_pretrained(
+        path,
+        image_size_aux=config.get("image_size_aux"),
+        image_aspect_ratio=config.get("image_aspect_ratio") or "pad",
+    )
+    return LoadedModel(model, tokenizer, processor, model_name_from_path(path), device)
+
+
+def generate_answers(
+    loaded: LoadedModel,
+    items: Sequence[tuple[str, Image.Image]],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+) -> list[str]:
+    """Answer ``(question, image)`` pairs in one batch with the gemma template."""
+    import torch
+
+    from .constants import IMAGE_TOKEN_INDEX
+    from .conversation import generation_prompt, tokenizer_image_token
+
+    tok, model = loaded.tokenizer, loaded.model
+    prompts = [tokenizer_image_token(generation_prompt(q), tok) for q, _ in items]
+    longest = max(len(p) for p in prompts)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
+    mask = torch.zeros((len(prompts), longest), dtype=torch.bool)
+    for i, p in enumerate(prompts):
+        ids[i, longest - len(p) :] = torch.tensor(p)
+        mask[i, longest - len(p) :] = True
+    assert all(IMAGE_TOKEN_INDEX in p for p in prompts)
+    pairs = [loaded.image_processor(image) for _, image in items]
+    dtype = next(model.parameters()).dtype
+    images = torch.stack([a for a, _ in pairs]).to(loaded.device, dtype)
+    images_aux = torch.stack([b for _, b in pairs]).to(loaded.device, dtype)
+    stop = [tok.eos_token_id]
+    end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
+    if isinstance(end_of_turn, int) and end_of_turn != tok.unk_token_id:
+        stop.append(end_of_turn)
+    sampling: dict[str, Any] = {"do_sample": False}
+    if temperature > 0:
+        sampling = {"do_sample": True, "temperature": temperature}
+    out = model.generate(
+        ids.to(loaded.device),
+        attention_mask=mask.to(loaded.device),
+        images=images,
+        images_aux=images_aux,
+        max_new_tokens=max_new_tokens,
+        eos_token_id=stop,
+        pad_token_id=pad,
+        **sampling,
+    )
+    return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
+
+
+def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@dataclass
+class Question:
+    """One benchmark item: the prompt text, an image loader, and how to write its answer."""
+
+    text: str
+    load_image: Callable[[], Image.Image]
+    record: Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def answer_questions(
+    loaded: LoadedModel,
+    questions: Sequence[Question],
+    answers_file: str | Path,
+    batch_size: int = 8,
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+    progress: bool = True,
+) -> int:
+    """Write one answer record per question to ``answers_file`` (JSONL), in question order."""
+    from tqdm import tqdm
+
+    out = Path(answers_file)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    written = 0
+    with (
+        tmp.open("w", encoding="utf-8") as fh,
+        tqdm(total=len(questions), disable=not progress, desc=out.name, file=sys.stderr) as bar,
+    ):
+        for batch in _batches(questions, batch_size):
+            ready: list[tuple[int, Image.Image]] = []
+            texts: dict[int, str] = {}
+            errors: dict[int, str] = {}
+            for i, q in enumerate(batch):
+                try:
+                    image = q.load_image()
+                    image.load()
+                    ready.append((i, image))
+                except Exception as exc:  # noqa: BLE001 - a bad image becomes an answer with the error
+                    errors[i] = f"{type(exc).__name__}: {exc}"
+            if ready:
+                answers = generate_answers(
+                    loaded,
+                    [(batch[i].text, image) for i, image in ready],
+                    max_new_tokens,
+                    temperature,
+                )
+                texts.update({i: a for (i, _), a in zip(ready, answers)})
+            for i, q in enumerate(batch):
+                meta = {"error": errors[i]} if i in errors else {}
+                fh.write(json.dumps(q.record(texts.get(i, ""), meta), ensure_ascii=False) + "\n")
+                written += 1
+            bar.update(len(batch))
+    os.replace(tmp, out)
+    return written
+
+
+# ----------------------------------------------------------------------------- benchmarks
+
+
+def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def textvqa_questions(
+    question_file: str | Path, image_folder: str | Path, model_name: str
+) -> list[Question]:
+    """Questions of ``llava_textvqa_val_v051_ocr.jsonl``; answers keep ``text`` as ``prompt``."""
+    folder = Path(image_folder)
+    out = []
+    for line in _read_jsonl(question_file):
+
+        def record(text: str, meta: dict[str, Any], line: dict[str, Any] = line) -> dict[str, Any]:
+            return {
+                "question_id": line["question_id"],
+                "prompt": line["text"],
+                "text": text,
+                "answer_id": uuid.uuid4().hex,
+                "model_id": model_name,
+                "metadata": meta,
+            }
+
+        out.append(Question(line["text"], lambda p=folder / line["image"]: Image.open(p), record))
+    return out
+
+
+def mmbench_questions(
+    question_file: str | Path, model_name: str, lang: str = "en"
+) -> list[Question]:
+    """Round-0 questions of an MMBench TSV (MGM's ``--single-pred-prompt``, no ``--all-rounds``)."""
+    from dj_synth.tools.eval import mmbench
+
+    frame = mmbench.load_mmbench(question_file)
+    out = []
+    for _, row in frame.iterrows():
+        # the model sees the answer instruction; the record's `prompt` omits it, as MGM's
+        text, options, chars = mmbench.build_prompt(row, lang=lang)
+        shown, _, _ = mmbench.build_prompt(row, lang=lang, with_instruction=False)
+
+        def record(
+            answer: str,
+            meta: dict[str, Any],
+            row: Any = row,
+            shown: str = shown,
+            options: list[str] = options,
+            chars: list[str] = chars,
+        ) -> dict[str, Any]:
+            rec = mmbench.answer_record(
+                row, shown, answer, model_name, round_id=0, options=options, option_chars=chars
+            )
+            rec["metadata"] = meta
+            return rec
+
+        out.append(Question(text, lambda row=row: mmbench.decode_image(row), record))
+    return out
+
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m dj_synth.tools.mgm.infer",
+        description="MGM-2B answers for TextVQA / MMBench (MGM's model_vqa_loader / _mmbench flags)",
+    )
+    sub = p.add_subparsers(dest="bench", required=True)
+    for name in ("textvqa", "mmbench"):
+        s = sub.add_parser(name)
+        s.add_argument("--model-path", required=True)
+        s.add_argument("--question-file", required=True)
+        s.add_argument("--answers-file", help="one chunk's answers (MGM's flag)")
+        s.add_argument("--num-chunks", type=int, default=1)
+        s.add_argument("--chunk-idx", type=int, default=0)
+        s.add_argument("--temperature", type=float, default=0.0)
+        s.add_argument("--conv-mode", default="gemma", choices=["gemma"])
+        s.add_argument("--batch-size", type=int, default=8)
+        s.add_argument("--device", default="auto")
+        s.add_argument("--dtype", default="auto")
+        s.add_argument(
+            "--gpus",
+            default=None,
+            help="comma list: one chunk per GPU in parallel processes, merged into --answers-file "
+            "(e.g. 0,1,2,3; 'cpu' = one chunk here on the CPU)",
+        )
+        s.add_argument("--out-dir", help="with --gpus: where <N>_<i>.jsonl and the merge go")
+        s.add_argument("--no-progress", action="store_true")
+        if name == "textvqa":
+            s.add_argument("--image-folder", required=True)
+            s.add_argument("--max-new-tokens", type=int, default=128)
+        else:
+            s.add_argument("--image-folder", default=None, help="unused: images are in the TSV")
+            s.add_argument("--max-new-tokens", type=int, default=1024)
+            s.add_argument("--lang", default="en", choices=["en", "cn"])
+            s.add_argument("--single-pred-prompt", action="store_true", default=True)
+    return p
+
+
+def run_one(args: argparse.Namespace) -> int:
+    """Answer one chunk in this process."""
+    loaded = load_model(args.model_path, args.device, args.dtype)
+    if args.bench == "textvqa":
+        questions = textvqa_questions(args.question_file, args.image_folder, loaded.name)
+    else:
+        questions = mmbench_questions(args.question_file, loaded.name, args.lang)
+    chunk = get_chunk(questions, args.num_chunks, args.chunk_idx)
+    return answer_questions(
+        loaded,
+        chunk,
+        args.answers_file,
+        args.batch_size,
+        args.max_new_tokens,
+        args.temperature,
+        progress=not args.no_progress,
+    )
+
+
+def run_chunked(argv: Sequence[str], gpus: list[str], answers: list[Path]) -> None:
+    """One process per GPU (``CUDA_VISIBLE_DEVICES`` = that GPU), each writing one chunk."""
+    procs = []
+    for idx, (gpu, answer) in enumerate(zip(gpus, answers)):
+        cmd = [sys.executable, "-m", "dj_synth.tools.mgm.infer", *argv]
+        cmd += ["--num-chunks", str(len(gpus)), "--chunk-idx", str(idx)]
+        cmd += ["--answers-file", str(answer)]
+        env = {**os.environ, "CUDA_VISIBLE_DEVICES": gpu}
+        procs.append((idx, gpu, subprocess.Popen(cmd, env=env)))
+    failed = [(idx, gpu, p.wait()) for idx, gpu, p in procs]
+    failed = [f for f in failed if f[2] != 0]
+    if failed:
+        raise InferenceError(
+            "; ".join(f"chunk {i} on GPU {g} exited with {rc}" for i, g, rc in failed)
+        )
+
+
+def _strip_chunk_flags(argv: list[str]) -> list[str]:
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--gpus", "--out-dir", "--num-chunks", "--chunk-idx", "--answers-file"):
+            skip = True
+            continue
+        if arg.split("=")[0] in ("--gpus", "--out-dir", "--num-chunks", "--chunk-idx"):
+            continue
+        out.append(arg)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    try:
+        if args.gpus is None:
+            if not args.answers_file:
+                raise InferenceError("--answers-file is required (or --gpus with --out-dir)")
+            run_one(args)
+            return 0
+        gpus = [g.strip() for g in args.gpus.split(",") if g.strip()]
+        if not gpus or not args.out_dir:
+            raise InferenceError("--gpus needs a non-empty GPU list and --out-dir")
+        out_dir = Path(args.out_dir)
+        merged_name = args.answers_file
+        chunks = [out_dir / f"{len(gpus)}_{i}.jsonl" for i in range(len(gpus))]
+        if gpus == ["cpu"]:  # one chunk, in this process
+            args.num_chunks, args.chunk_idx, args.answers_file = 1, 0, str(chunks[0])
+            args.device = "cpu" if args.device == "auto" else args.device
+            run_one(args)
+        else:
+            run_chunked(_strip_chunk_flags(argv), gpus, chunks)
+        merged = Path(merged_name) if merged_name else out_dir / "merge.jsonl"
+        merge_files(chunks, merged)
+        return 0
+    except (InferenceError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+def merge_files(parts: Sequence[Path], merged: Path) -> None:
+    """Concatenate chunk files in order (the toolkit's ``cat``), atomically."""
+    merged.parent.mkdir(parents=True, exist_ok=True)
+    tmp = merged.with_name(merged.name + ".tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            if not part.is_file():
+                raise InferenceError(f"chunk file missing: {part}")
+            out.write(part.read_bytes())
+    os.replace(tmp, merged)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
