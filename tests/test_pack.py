@@ -89,8 +89,8 @@ EXPECTED = sorted(
         f"output/eval_results/{CKPT}/mmbench/answers/{SPLIT}/{CKPT}.jsonl",
         f"output/eval_results/{CKPT}/mmbench/answers_upload/{SPLIT}/{CKPT}.xlsx",
         f"output/eval_results/{CKPT}/scores.json",
-        "solution/solution/recipes/synth.yaml",
-        "solution/solution/run.py",
+        "solution/recipes/synth.yaml",
+        "solution/run.py",
         "solution/README.md",
     ]
 )
@@ -250,7 +250,7 @@ def test_symlink_inside_tree_is_read(tree):
     os.symlink(tree["sol"] / "recipes", tree["sol"] / "loop")  # a dir link: followed once
     plan = plan_package(tree["out"], EXP, [tree["sol"]])
     arcnames = [a for _, a in plan]
-    assert "solution/solution/recipes/run_link.py" in arcnames
+    assert "solution/recipes/run_link.py" in arcnames
     assert not any("/loop/" in a for a in arcnames)  # its target is packaged once, as recipes/
 
 

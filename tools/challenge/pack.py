@@ -440,7 +440,9 @@ def plan_package(
         elif path.is_dir():
             root = _real(path)
             roots.append(root)
-            solution_files += _walk(path, root, f"solution/{name}", problems, skip_junk=True)
+            # the toolkit's own solution/ folder is the package's solution/, not solution/solution/
+            prefix = "solution" if name == "solution" else f"solution/{name}"
+            solution_files += _walk(path, root, prefix, problems, skip_junk=True)
         else:
             solution_files.append((_real(path), f"solution/{name}"))
     plan += solution_files
@@ -602,7 +604,8 @@ def _parser() -> argparse.ArgumentParser:
         "--solution",
         action="append",
         default=[],
-        help="recipes/code to include under solution/ (repeatable; a directory recursively)",
+        help="recipes/code to include under solution/ (repeatable; a directory recursively; "
+        "a folder named solution/ becomes the package's solution/)",
     )
     parser.add_argument(
         "--pretrain-data", default=None, help="the LLaVA JSON/JSONL used for pretraining"
