@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 import subprocess
 import zipfile
@@ -20,131 +18,11 @@ pytest.importorskip("timm")
 pytest.importorskip("accelerate")
 pytest.importorskip("openpyxl")
 
-from PIL import Image  # noqa: E402
-from test_mgm_data import write_llava  # noqa: E402
-
 from dj_synth.tools.challenge.cli import pack_main, train_main  # noqa: E402
 from dj_synth.tools.challenge.config import ConfigError, load_flow_config  # noqa: E402
-from dj_synth.tools.eval.textvqa import question_text  # noqa: E402
-from dj_synth.tools.mgm.tiny import AUX_IMAGE, make_tiny_mgm  # noqa: E402
+from dj_synth.tools.challenge.tiny import COLOURS, EXP, SPLIT, make_challenge  # noqa: E402
 
-EXP = "tiny"
 CKPT = f"MGM-2B-Finetune-{EXP}"
-SPLIT = "mmbench_dev_20230712"
-COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
-
-
-def _png_b64(colour: tuple[int, int, int]) -> str:
-    buf = io.BytesIO()
-    Image.new("RGB", (48, 40), colour).save(buf, format="PNG")
-    return base64.b64encode(buf.getvalue()).decode()
-
-
-def make_challenge(root: Path, blip2: str) -> Path:
-    """A miniature challenge folder (toolkit layout) and a flow config; returns the config."""
-    pre = root / "input" / "pretrain_stage_1"
-    (pre / "images").mkdir(parents=True)
-    dj_lines, originals = [], []
-    for i, colour in enumerate(COLOURS):
-        Image.new("RGB", (64 + 8 * i, 64), colour).save(pre / "images" / f"{i}.jpg")
-        sid = f"{i:09d}"
-        dj_lines.append(
-            {"id": sid, "images": [f"{pre}/images/{i}.jpg"],
-             "text": f"<__dj__image>\na photo of colour {i} <|__dj__eoc|>"}
-        )  # fmt: skip
-        originals.append(
-            {"id": sid, "image": f"images/{i}.jpg",
-             "conversations": [{"from": "human", "value": "Write a short caption.\n<image>"},
-                               {"from": "gpt", "value": f"a photo of colour {i}"}]}
-        )  # fmt: skip
-    (pre / "mgm_pretrain_stage_1.jsonl").write_text("".join(json.dumps(x) + "\n" for x in dj_lines))
-    (pre / "stage_1.json").write_text(json.dumps(originals))
-    ft = root / "toolkit/training/data/finetuning_stage_1"
-    ft.mkdir(parents=True)
-    ft_json = write_llava(ft, n_images=3, broken=True, text_only=True)
-    ft_json.rename(ft / "mgm_instruction_stage_1.json")
-    zoo = make_tiny_mgm(root / "toolkit/training/model_zoo", seed=0)
-
-    ev = root / "toolkit/training/data/eval_stage_1"
-    (ev / "textvqa/train_images").mkdir(parents=True)
-    questions, annotations = [], []
-    for i, colour in enumerate(COLOURS[:4]):
-        image_id = f"tv{i:03d}"
-        Image.new("RGB", (50, 36), colour).save(ev / f"textvqa/train_images/{image_id}.jpg")
-        q = f"what colour is sign {i}?"
-        questions.append(
-            {"question_id": image_id, "image": f"{image_id}.jpg",
-             "text": question_text(q, ["stop", str(i)]) if i % 2 else question_text(q, [])}
-        )  # fmt: skip
-        annotations.append({"image_id": image_id, "question": q, "answers": ["red"] * 10})
-    (ev / "textvqa/llava_textvqa_val_v051_ocr.jsonl").write_text(
-        "".join(json.dumps(q) + "\n" for q in questions)
-    )
-    (ev / "textvqa/TextVQA_0.5.1_val.json").write_text(json.dumps({"data": annotations}))
-    (ev / "mmbench").mkdir()
-    header = ["index", "question", "hint", "A", "B", "C", "D", "answer", "category", "image",
-              "source", "l2-category", "comment", "split"]  # fmt: skip
-    rows = []
-    for i in range(3):
-        for shift in range(2):  # a main question and its circular copy
-            opts = ["red", "green", "blue"]
-            opts = opts[shift:] + opts[:shift]
-            rows.append([str(i + shift * 1_000_000), f"colour {i}?", "" if i else "a hint",
-                         *opts, "", "ABC"[opts.index("red")], "colour" if i < 2 else "misc",
-                         _png_b64(COLOURS[i]), "src", "l2", "", "dev"])  # fmt: skip
-    (ev / f"mmbench/{SPLIT}.tsv").write_text(
-        "\n".join("\t".join(r) for r in [header, *rows]) + "\n"
-    )
-    sol = root / "solution"
-    sol.mkdir()
-    recipe = {
-        "project_name": "tiny-synth",
-        "dataset_path": str(pre / "mgm_pretrain_stage_1.jsonl"),
-        "export_path": "output/data/pretrain.jsonl",
-        "np": 1,
-        "process": [
-            {"image_captioning_mapper": {"hf_img2seq": blip2, "keep_original_sample": True,
-                                         "max_new_tokens": 6, "gpu_batch_size": 8}},
-            {"text_length_filter": {"min_len": 1}},
-        ],
-    }  # fmt: skip
-    (sol / "recipe.yaml").write_text(yaml.safe_dump(recipe, sort_keys=False))
-    (sol / "notes.py").write_text("# participant code\n")
-    rel = {k: str(Path(v).relative_to(root)) for k, v in zoo.items()}
-    config = {
-        "exp_name": EXP,
-        "recipe": "solution/recipe.yaml",
-        "pretrain": {
-            "image_folder": "input/pretrain_stage_1",
-            "original_llava": "input/pretrain_stage_1/stage_1.json",
-            "per_device_train_batch_size": 4, "gradient_accumulation_steps": 64,
-            "dataloader_num_workers": 0,
-        },
-        "finetune": {
-            "data_path": "toolkit/training/data/finetuning_stage_1/mgm_instruction_stage_1.json",
-            "image_folder": "toolkit/training/data/finetuning_stage_1",
-            "per_device_train_batch_size": 4, "gradient_accumulation_steps": 32,
-            "dataloader_num_workers": 0,
-        },
-        "model_zoo": {**rel, "llm": rel["llm"], "image_size_aux": AUX_IMAGE},
-        "eval": {
-            "textvqa": {
-                "question_file": f"{ev.relative_to(root)}/textvqa/llava_textvqa_val_v051_ocr.jsonl",
-                "image_folder": f"{ev.relative_to(root)}/textvqa/train_images",
-                "annotation_file": f"{ev.relative_to(root)}/textvqa/TextVQA_0.5.1_val.json",
-            },
-            "mmbench": {"question_file": f"{ev.relative_to(root)}/mmbench/{SPLIT}.tsv"},
-            "batch_size": 3,
-        },
-        "launcher": "python",
-        "bf16": False,
-        "tf32": False,
-        "smoke": {"max_new_tokens": 4, "attn_implementation": "eager"},
-        "solution": ["solution"],
-    }  # fmt: skip
-    path = root / "flow.yaml"
-    path.write_text(yaml.safe_dump(config, sort_keys=False))
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -258,6 +136,19 @@ def test_rerun_skips_finished_stages(flow, capsys):
     assert ft_log.stat().st_mtime_ns == before
 
 
+def test_redo_clears_stale_checkpoints(flow, capsys):
+    """--from-stage finetune must not let HF resume an old run's checkpoint."""
+    stale = flow["out"] / f"training_dirs/{CKPT}/checkpoint-999"
+    stale.mkdir()
+    (stale / "trainer_state.json").write_text("{}")
+    args = [str(flow["config"]), "--from-stage", "finetune", "--until", "finetune", "--quiet"]
+    assert train_main(args) == 0
+    said = capsys.readouterr().out
+    assert "redo, removing" in said and "checkpoint-999" in said
+    assert not stale.exists()
+    assert "train_runtime" in (flow["out"] / f"training_dirs/{CKPT}/finetuning.log").read_text()
+
+
 # ----------------------------------------------------------------------------- fast checks
 
 
@@ -331,6 +222,7 @@ def test_failed_stage_is_named(tmp_path, capsys):
     assert train_main([str(cfg), "--until", "convert", "--quiet"]) == 1
     err = capsys.readouterr().err
     assert "stage convert failed" in err and "convert.log" in err
+    assert "  | error:" in err and "x1" in err  # the log's last lines say why
     state = json.loads((tmp_path / "output/dj_train_state.json").read_text())
     assert state["stages"]["cap"]["status"] == "done"
     assert state["stages"]["convert"]["status"] == "failed"

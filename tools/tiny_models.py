@@ -416,6 +416,21 @@ def make_tiny_models_cmd(
     typer.echo(HELP, err=True)
 
 
+@app.command(
+    "make-tiny-challenge",
+    help="Build a miniature challenge folder (toolkit layout, tiny RANDOM models) and its "
+    "flow config; then `dj-train DIR/flow.yaml` runs the whole flow on CPU in about 30 s.",
+)
+def make_tiny_challenge_cmd(
+    out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create")],
+) -> None:
+    from dj_synth.tools.challenge.tiny import make_challenge
+
+    config = make_challenge(out_dir)
+    typer.echo(f"flow config: {config}")
+    typer.echo(f"next: dj-train {config} && dj-pack --config {config}", err=True)
+
+
 def main() -> None:
     app()
 

@@ -15,6 +15,7 @@ import datetime as dt
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -54,6 +55,9 @@ class Stage:
     describe: str
     commands: Callable[[ResolvedConfig], list[Command]]
     outputs: Callable[[ResolvedConfig], list[Path]]  # must exist for the stage to count as done
+    # Folders a redo (--from-stage) must clear first: HF resumes from `checkpoint-*`, which
+    # after a new pretrain would silently continue the old finetune.
+    stale: Callable[[ResolvedConfig], list[Path]] = lambda rc: []
 
 
 # ----------------------------------------------------------------------------- commands
@@ -256,20 +260,20 @@ STAGES: list[Stage] = [
         "pretrain",
         "pretrain (projector)",
         _pretrain,
-        lambda rc: [rc.pretrain_dir / "mm_projector.bin"],
-    ),  # fmt: skip
+        outputs=lambda rc: [rc.pretrain_dir / "mm_projector.bin"],
+        stale=lambda rc: sorted(rc.pretrain_dir.glob("checkpoint-*")),
+    ),
     Stage(
         "finetune",
         "finetune",
         _finetune,
-        lambda rc: [
+        outputs=lambda rc: [
             rc.finetune_dir / "config.json",
             rc.finetune_dir / "model.safetensors.index.json",
         ],
-    ),  # fmt: skip
-    Stage(
-        "textvqa", "TextVQA answers", _textvqa, lambda rc: [rc.eval_dir / "textvqa" / "bm1.jsonl"]
+        stale=lambda rc: sorted(rc.finetune_dir.glob("checkpoint-*")),
     ),
+    Stage("textvqa", "TextVQA answers", _textvqa, lambda rc: [rc.eval_dir / "textvqa/bm1.jsonl"]),
     Stage("mmbench", "MMBench answers + upload xlsx", _mmbench, lambda rc: list(mmbench_paths(rc))),
     Stage("scores", "local scores", _scores, lambda rc: [rc.eval_dir / "scores.json"]),
 ]
@@ -428,6 +432,10 @@ def run_flow(
                     f"({', '.join(map(str, missing))}); rerun with --from-stage {stage.name}"
                 )
         say(f"[dj-train] {stage.name}: {stage.describe}")
+        if from_stage is not None:
+            for old in stage.stale(rc):
+                say(f"[dj-train] {stage.name}: redo, removing {old}")
+                shutil.rmtree(old)
         began = time.time()
         state.mark(stage.name, status="running", started=_now())
         for cmd in stage.commands(rc):
@@ -437,7 +445,7 @@ def run_flow(
                 state.mark(stage.name, status="failed", exit_code=rc_code, log=str(cmd.log))
                 raise FlowError(
                     f"stage {stage.name} failed: `{' '.join(cmd.argv[:4])} ...` exited with "
-                    f"{rc_code}{where}. Fix it and rerun with --resume"
+                    f"{rc_code}{where}. Fix it and rerun with --resume{_tail(cmd.log)}"
                 )
         missing = [p for p in stage.outputs(rc) if not p.exists()]
         if missing:
@@ -450,6 +458,14 @@ def run_flow(
         )
         done.add(stage.name)
     return state.data
+
+
+def _tail(log: Path | None, lines: int = 6) -> str:
+    """The end of a failed stage's log: usually the reason, so the user need not open it."""
+    if log is None or not log.is_file():
+        return ""
+    text = [x for x in log.read_text(errors="replace").splitlines() if x.strip()][-lines:]
+    return "\n  | " + "\n  | ".join(text) if text else ""
 
 
 def _now() -> str:
