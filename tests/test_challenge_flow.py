@@ -235,3 +235,32 @@ def test_failed_stage_is_named(tmp_path, capsys):
     assert train_main([str(cfg), "--until", "convert", "--resume", "--quiet"]) == 0
     assert "cap: done earlier, skipped" in capsys.readouterr().out
     assert (tmp_path / "data/dj.jsonl-200k.jsonl.json").is_file()
+
+
+def test_shipped_config_is_valid_for_8_gpus(tmp_path):
+    """recipes/challenge_flow.yaml: schema-valid, and its batches fit the rule on 8 GPUs."""
+    from dj_synth.tools.challenge.config import FlowConfig, ResolvedConfig, check_global_batches
+
+    shipped = Path(__file__).resolve().parent.parent / "recipes" / "challenge_flow.yaml"
+    data = yaml.safe_load(shipped.read_text())
+    cfg = FlowConfig.model_validate({**data, "launcher": "deepspeed", "num_gpus": 8})
+    assert check_global_batches(ResolvedConfig(cfg, shipped)) == []
+    cfg = FlowConfig.model_validate({**data, "launcher": "deepspeed", "num_gpus": 4})
+    problems = check_global_batches(ResolvedConfig(cfg, shipped))
+    assert len(problems) == 2 and "gradient_accumulation_steps: 8" in problems[0]
+
+
+def test_quality_aware_cap_command(tmp_path):
+    cfg = _minimal(
+        tmp_path,
+        pretrain__select="top",
+        pretrain__select_by="image_text_similarity",
+    )
+    from dj_synth.tools.challenge.flow import _cap
+
+    rc = load_flow_config(cfg)
+    argv = _cap(rc)[0].argv
+    assert argv[argv.index("--by") + 1] == "image_text_similarity"
+    assert argv[argv.index("--max-samples") + 1] == "200000"
+    with pytest.raises(ConfigError, match="select_by"):
+        load_flow_config(_minimal(tmp_path, pretrain__select="top", pretrain__select_by=None))
