@@ -162,3 +162,31 @@ def test_missing_checkpoint_is_a_clear_error(tmp_path, capsys):
     ])  # fmt: skip
     assert code == 2
     assert "no config.json" in capsys.readouterr().err
+
+
+def test_one_process_per_gpu_chunks_are_merged_in_order(checkpoint, tmp_path):
+    """--gpus a,b: one subprocess per (here: nonexistent, so CPU) GPU, chunk files <N>_<i>,
+    merged in order -- the same records as one process answering everything."""
+    qfile, imgs = _write_textvqa(tmp_path)
+    out = tmp_path / "textvqa"
+    common = [
+        "textvqa", "--model-path", str(checkpoint), "--question-file", str(qfile),
+        "--image-folder", str(imgs), "--max-new-tokens", "4", "--no-progress",
+        "--batch-size", "1",
+    ]  # fmt: skip
+    code = infer.main(common + ["--gpus", "98,99", "--out-dir", str(out),
+                                "--answers-file", str(out / "bm1.jsonl")])  # fmt: skip
+    assert code == 0
+    first = [json.loads(x) for x in (out / "2_0.jsonl").read_text().splitlines()]
+    second = [json.loads(x) for x in (out / "2_1.jsonl").read_text().splitlines()]
+    assert [r["question_id"] for r in first] == ["q0", "q1"]
+    assert [r["question_id"] for r in second] == ["q2", "bad"]
+    merged = (out / "bm1.jsonl").read_text().splitlines()
+    assert merged == (out / "2_0.jsonl").read_text().splitlines() + (
+        out / "2_1.jsonl"
+    ).read_text().splitlines()
+    code = infer.main(common + ["--answers-file", str(tmp_path / "single.jsonl")])
+    single = [json.loads(x) for x in (tmp_path / "single.jsonl").read_text().splitlines()]
+    assert [(r["question_id"], r["text"]) for r in single] == [
+        (json.loads(x)["question_id"], json.loads(x)["text"]) for x in merged
+    ]
