@@ -128,3 +128,18 @@ def test_modality_grouping_never_mixes_a_megabatch():
     for k in range(full):
         signs = {lengths[i] > 0 for i in order[k * mega : (k + 1) * mega]}
         assert len(signs) == 1, order
+
+
+def test_mgm_image_path_conventions(tmp_path):
+    from dj_synth.tools.mgm.data import resolve_image_file
+
+    (tmp_path / "ocr_vqa/images").mkdir(parents=True)
+    (tmp_path / "ocr_vqa/images/1.png").write_bytes(b"x")
+    (tmp_path / "vg/images").mkdir(parents=True)
+    (tmp_path / "vg/images/2.jpg").write_bytes(b"x")
+    (tmp_path / "vg/VG_100K").mkdir(parents=True)
+    (tmp_path / "vg/VG_100K/3.jpg").write_bytes(b"x")
+    assert resolve_image_file(tmp_path, "ocr_vqa/images/1.jpg") == tmp_path / "ocr_vqa/images/1.png"
+    assert resolve_image_file(tmp_path, "vg/VG_100K_2/2.jpg") == tmp_path / "vg/images/2.jpg"
+    assert resolve_image_file(tmp_path, "vg/VG_100K/3.jpg") == tmp_path / "vg/VG_100K/3.jpg"
+    assert resolve_image_file(tmp_path, "coco/4.jpg") == tmp_path / "coco/4.jpg"  # missing: as is

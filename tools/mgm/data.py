@@ -39,6 +39,23 @@ def _word_count(sample: dict[str, Any]) -> int:
     return sum(len(turn["value"].split()) for turn in sample["conversations"])
 
 
+def resolve_image_file(folder: Path | None, name: str) -> Path:
+    """The image file of a LLaVA sample, with MGM's two conventions for the LLaVA-665k mix the
+    challenge's finetune set comes from: OCR-VQA images listed as ``.jpg`` but stored as
+    ``.png``, and Visual Genome's ``VG_100K`` / ``VG_100K_2`` folders merged into ``images``.
+    Unlike MGM, a file that exists under its listed name is always taken as is."""
+    path = folder / name if folder is not None else Path(name)
+    if path.exists():
+        return path
+    if "ocr" in name:
+        alt = name.replace(".jpg", ".png")
+    elif "VG_100K" in name:
+        alt = name.replace("VG_100K_2", "images").replace("VG_100K", "images")
+    else:
+        return path
+    return folder / alt if folder is not None else Path(alt)
+
+
 class LazySupervisedDataset(Dataset):
     """``{"id", "image" (relative to ``image_folder``; str or list), "conversations"}`` samples,
     tokenized with the gemma template on access. Items: ``input_ids``, ``labels``, ``image``
@@ -80,8 +97,7 @@ class LazySupervisedDataset(Dataset):
 
     def image_paths(self, sample: dict[str, Any]) -> list[Path]:
         files = sample["image"] if isinstance(sample["image"], list) else [sample["image"]]
-        base = self.image_folder
-        return [base / f if base is not None else Path(f) for f in files]
+        return [resolve_image_file(self.image_folder, f) for f in files]
 
     def _load(self, i: int) -> dict[str, torch.Tensor]:
         from PIL import Image
