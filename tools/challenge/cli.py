@@ -50,11 +50,48 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     except FlowError as exc:
         print(f"dj-train: {exc}", file=sys.stderr)
         return 1
-    scores = rc.eval_dir / "scores.json"
-    print(f"[dj-train] finished: {', '.join(state['stages'])}")
-    if scores.is_file():
-        print(f"[dj-train] scores: {scores}\n{scores.read_text()}")
+    print_summary(state, rc.eval_dir / "scores.json")
     return 0
+
+
+def print_summary(state: dict, scores_path) -> None:
+    """Stage times and the local scores as one small table (the numbers people look for)."""
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="dj-train", show_header=True)
+    table.add_column("stage")
+    table.add_column("status")
+    table.add_column("seconds", justify="right")
+    for name, info in state["stages"].items():
+        table.add_row(name, info.get("status", ""), str(info.get("seconds", "")))
+    console = Console()
+    console.print(table)
+    if scores_path.is_file():
+        scores = json.loads(scores_path.read_text())
+        t = Table(title="local scores")
+        t.add_column("benchmark")
+        t.add_column("accuracy %", justify="right")
+        t.add_column("circular %", justify="right")
+        t.add_column("questions", justify="right")
+        if "textvqa" in scores:
+            tv = scores["textvqa"]
+            t.add_row("TextVQA", f"{tv['accuracy']:.2f}", "", str(tv["samples"]))
+        if "mmbench" in scores:
+            mm = scores["mmbench"]
+            t.add_row(
+                "MMBench", f"{mm['accuracy']:.2f}", f"{mm['circular_accuracy']:.2f}",
+                str(mm["questions"]),
+            )  # fmt: skip
+            for cat, c in mm.get("per_category", {}).items():
+                t.add_row(
+                    f"  {cat}", f"{c['accuracy']:.2f}", f"{c['circular_accuracy']:.2f}",
+                    str(c["questions"]),
+                )  # fmt: skip
+        console.print(t)
+        console.print(f"scores: {scores_path}")
 
 
 def pack_main(argv: Sequence[str] | None = None) -> int:
