@@ -18,9 +18,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
 from dj_synth.tools.prepare import CHALLENGE_CAP, GLOBAL_BATCH
-
-DEFAULT_MMBENCH_SPLIT = "mmbench_dev_20230712"
 
 
 class ConfigError(ValueError):
@@ -69,7 +68,7 @@ class TextVQAConfig(_Strict):
 
 class MMBenchConfig(_Strict):
     question_file: str  # mmbench_dev_20230712.tsv
-    split: str = DEFAULT_MMBENCH_SPLIT
+    split: str = DEFAULT_SPLIT
     lang: Literal["en", "cn"] = "en"
 
 

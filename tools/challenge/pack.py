@@ -26,6 +26,8 @@ from typing import Any
 
 import yaml
 
+from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
+
 __all__ = [
     "DATA_JUICER_SYNTHESIS_OPS",
     "DEFAULT_CAP",
@@ -40,7 +42,6 @@ __all__ = [
     "write_package",
 ]
 
-DEFAULT_SPLIT = "mmbench_dev_20230712"
 DEFAULT_CAP = 200_000  # the toolkit's check_sample_number.py samples down to this many
 MANIFEST_NAME = "MANIFEST.json"
 

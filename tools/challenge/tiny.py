@@ -18,11 +18,12 @@ from pathlib import Path
 import yaml
 from PIL import Image
 
+from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
 from dj_synth.tools.eval.textvqa import question_text
 from dj_synth.tools.mgm.tiny import AUX_IMAGE, make_tiny_mgm
 
 EXP = "tiny"
-SPLIT = "mmbench_dev_20230712"
+SPLIT = DEFAULT_SPLIT
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200)]
 

@@ -23,6 +23,7 @@ from PIL import Image
 
 PathT = str | PathLike[str]
 
+DEFAULT_SPLIT = "mmbench_dev_20230712"  # the challenge's stage-1 MMBench file
 OPTION_CHARS: tuple[str, ...] = ("A", "B", "C", "D")
 REQUIRED_COLUMNS = ("index", "question", "answer")
 # Columns the submission converter drops before inserting `prediction`.

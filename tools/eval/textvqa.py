@@ -9,6 +9,7 @@ for rule, quirks included (documented where they look like bugs).
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Iterable, Sequence
 from os import PathLike
@@ -184,21 +185,27 @@ def read_jsonl(path: PathT) -> list[dict[str, Any]]:
     return rows
 
 
-def merge_answer_chunks(folder: PathT, num_chunks: int, out_name: str = "bm1.jsonl") -> Path:
-    """Concatenate `<N>_<i>.jsonl` chunk answers into one file, as textvqa.sh does."""
+def merge_answer_chunks(
+    folder: PathT, num_chunks: int, out_name: str = "bm1.jsonl", out: PathT | None = None
+) -> Path:
+    """Concatenate `<N>_<i>.jsonl` chunk answers in order, as textvqa.sh does, into
+    `folder/out_name` (or `out`); written atomically, so a reader never sees half a merge."""
     folder = Path(folder)
     chunks = [folder / f"{num_chunks}_{i}.jsonl" for i in range(num_chunks)]
     missing = [c for c in chunks if not c.is_file()]
     if missing:
         raise FileNotFoundError(f"missing answer chunk file: {missing[0]}")
-    out = folder / out_name
-    with open(out, "w", encoding="utf-8") as dst:
+    target = Path(out) if out is not None else folder / out_name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as dst:
         for chunk in chunks:
             text = chunk.read_text(encoding="utf-8")
             if text and not text.endswith("\n"):
                 text += "\n"
             dst.write(text)
-    return out
+    os.replace(tmp, target)
+    return target
 
 
 def score_results(

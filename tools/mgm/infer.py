@@ -27,8 +27,6 @@ from typing import Any
 
 from PIL import Image
 
-DEFAULT_MMBENCH_SPLIT = "mmbench_dev_20230712"
-
 
 class InferenceError(RuntimeError):
     """A checkpoint or input that inference cannot use; the message says what to fix."""
@@ -217,18 +215,15 @@ def answer_questions(
 # ----------------------------------------------------------------------------- benchmarks
 
 
-def _read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    with open(path, encoding="utf-8") as fh:
-        return [json.loads(line) for line in fh if line.strip()]
-
-
 def textvqa_questions(
     question_file: str | Path, image_folder: str | Path, model_name: str
 ) -> list[Question]:
     """Questions of ``llava_textvqa_val_v051_ocr.jsonl``; answers keep ``text`` as ``prompt``."""
+    from dj_synth.tools.eval.textvqa import read_jsonl
+
     folder = Path(image_folder)
     out = []
-    for line in _read_jsonl(question_file):
+    for line in read_jsonl(question_file):
 
         def record(text: str, meta: dict[str, Any], line: dict[str, Any] = line) -> dict[str, Any]:
             return {
@@ -367,6 +362,8 @@ def _strip_chunk_flags(argv: list[str]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dj_synth.tools.eval.textvqa import merge_answer_chunks
+
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
@@ -388,23 +385,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             run_chunked(_strip_chunk_flags(argv), gpus, chunks)
         merged = Path(merged_name) if merged_name else out_dir / "merge.jsonl"
-        merge_files(chunks, merged)
+        merge_answer_chunks(out_dir, len(gpus), out=merged)
         return 0
     except (InferenceError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-
-
-def merge_files(parts: Sequence[Path], merged: Path) -> None:
-    """Concatenate chunk files in order (the toolkit's ``cat``), atomically."""
-    merged.parent.mkdir(parents=True, exist_ok=True)
-    tmp = merged.with_name(merged.name + ".tmp")
-    with tmp.open("wb") as out:
-        for part in parts:
-            if not part.is_file():
-                raise InferenceError(f"chunk file missing: {part}")
-            out.write(part.read_bytes())
-    os.replace(tmp, merged)
 
 
 if __name__ == "__main__":
