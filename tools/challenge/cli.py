@@ -130,9 +130,5 @@ def pack_main(argv: Sequence[str] | None = None) -> int:
     return pack.pack_main(argv)
 
 
-def _exit(code: int) -> None:
-    sys.exit(code)
-
-
 if __name__ == "__main__":
-    _exit(train_main())
+    sys.exit(train_main())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
@@ -159,7 +160,7 @@ class ResolvedConfig:
     def eval_dir(self) -> Path:
         return self.output_dir / "eval_results" / self.finetune_name
 
-    @property
+    @cached_property
     def dataset(self) -> Path:
         """The Data-Juicer JSONL to cap: the recipe's export, or ``pretrain.dataset``."""
         if self.cfg.recipe:

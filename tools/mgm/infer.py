@@ -20,7 +20,7 @@ import os
 import subprocess
 import sys
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -104,6 +104,9 @@ def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto"
     return LoadedModel(model, tokenizer, processor, model_name_from_path(path), device)
 
 
+Pixels = tuple[Any, Any]  # (image [3,h,w], image_aux [3,H,W]) from MGMImageProcessor
+
+
 def generate_answers(
     loaded: LoadedModel,
     items: Sequence[tuple[str, Image.Image]],
@@ -111,13 +114,24 @@ def generate_answers(
     temperature: float = 0.0,
 ) -> list[str]:
     """Answer ``(question, image)`` pairs in one batch with the gemma template."""
+    pixels = [loaded.image_processor(image) for _, image in items]
+    return generate_from_pixels(loaded, [q for q, _ in items], pixels, max_new_tokens, temperature)
+
+
+def generate_from_pixels(
+    loaded: LoadedModel,
+    questions: Sequence[str],
+    pixels: Sequence[Pixels],
+    max_new_tokens: int = 128,
+    temperature: float = 0.0,
+) -> list[str]:
+    """One left-padded batch through ``generate``; answers decoded and stripped as MGM does."""
     import torch
 
-    from .constants import IMAGE_TOKEN_INDEX
     from .conversation import generation_prompt, tokenizer_image_token
 
     tok, model = loaded.tokenizer, loaded.model
-    prompts = [tokenizer_image_token(generation_prompt(q), tok) for q, _ in items]
+    prompts = [tokenizer_image_token(generation_prompt(q), tok) for q in questions]
     longest = max(len(p) for p in prompts)
     pad = tok.pad_token_id if tok.pad_token_id is not None else 0
     ids = torch.full((len(prompts), longest), pad, dtype=torch.long)
@@ -125,11 +139,9 @@ def generate_answers(
     for i, p in enumerate(prompts):
         ids[i, longest - len(p) :] = torch.tensor(p)
         mask[i, longest - len(p) :] = True
-    assert all(IMAGE_TOKEN_INDEX in p for p in prompts)
-    pairs = [loaded.image_processor(image) for _, image in items]
     dtype = next(model.parameters()).dtype
-    images = torch.stack([a for a, _ in pairs]).to(loaded.device, dtype)
-    images_aux = torch.stack([b for _, b in pairs]).to(loaded.device, dtype)
+    images = torch.stack([a for a, _ in pixels]).to(loaded.device, dtype)
+    images_aux = torch.stack([b for _, b in pixels]).to(loaded.device, dtype)
     stop = [tok.eos_token_id]
     end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
     if isinstance(end_of_turn, int) and end_of_turn != tok.unk_token_id:
@@ -150,11 +162,6 @@ def generate_answers(
     return [t.strip() for t in tok.batch_decode(out, skip_special_tokens=True)]
 
 
-def _batches(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
-
-
 @dataclass
 class Question:
     """One benchmark item: the prompt text, an image loader, and how to write its answer."""
@@ -162,6 +169,15 @@ class Question:
     text: str
     load_image: Callable[[], Image.Image]
     record: Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+def _pixels_or_error(loaded: LoadedModel, q: Question) -> Pixels | str:
+    """Decode + preprocess one image (in a worker thread); an unreadable one gives its error."""
+    try:
+        with q.load_image() as image:
+            return loaded.image_processor(image)
+    except Exception as exc:  # noqa: BLE001 - a bad image becomes an answer with the error
+        return f"{type(exc).__name__}: {exc}"
 
 
 def answer_questions(
@@ -172,44 +188,52 @@ def answer_questions(
     max_new_tokens: int = 128,
     temperature: float = 0.0,
     progress: bool = True,
+    workers: int = 4,
 ) -> int:
-    """Write one answer record per question to ``answers_file`` (JSONL), in question order."""
+    """Write one answer record per question to ``answers_file`` (JSONL), in question order.
+
+    The next batch's images are decoded and preprocessed on ``workers`` threads while the
+    current batch generates, so the accelerator does not wait on PIL (at most two batches of
+    pixels are held).
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from tqdm import tqdm
 
     out = Path(answers_file)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    written = 0
+    batches = [questions[i : i + batch_size] for i in range(0, len(questions), batch_size)]
     with (
+        ThreadPoolExecutor(max(1, workers)) as pool,
         tmp.open("w", encoding="utf-8") as fh,
         tqdm(total=len(questions), disable=not progress, desc=out.name, file=sys.stderr) as bar,
     ):
-        for batch in _batches(questions, batch_size):
-            ready: list[tuple[int, Image.Image]] = []
+
+        def submit(batch: Sequence[Question]) -> list[Any]:
+            return [pool.submit(_pixels_or_error, loaded, q) for q in batch]
+
+        pending = submit(batches[0]) if batches else []
+        for k, batch in enumerate(batches):
+            prepared = [f.result() for f in pending]
+            pending = submit(batches[k + 1]) if k + 1 < len(batches) else []
+            ok = [i for i, p in enumerate(prepared) if not isinstance(p, str)]
             texts: dict[int, str] = {}
-            errors: dict[int, str] = {}
-            for i, q in enumerate(batch):
-                try:
-                    image = q.load_image()
-                    image.load()
-                    ready.append((i, image))
-                except Exception as exc:  # noqa: BLE001 - a bad image becomes an answer with the error
-                    errors[i] = f"{type(exc).__name__}: {exc}"
-            if ready:
-                answers = generate_answers(
+            if ok:
+                answers = generate_from_pixels(
                     loaded,
-                    [(batch[i].text, image) for i, image in ready],
+                    [batch[i].text for i in ok],
+                    [prepared[i] for i in ok],
                     max_new_tokens,
                     temperature,
                 )
-                texts.update({i: a for (i, _), a in zip(ready, answers)})
-            for i, q in enumerate(batch):
-                meta = {"error": errors[i]} if i in errors else {}
+                texts = dict(zip(ok, answers))
+            for i, (q, p) in enumerate(zip(batch, prepared)):
+                meta = {"error": p} if isinstance(p, str) else {}
                 fh.write(json.dumps(q.record(texts.get(i, ""), meta), ensure_ascii=False) + "\n")
-                written += 1
             bar.update(len(batch))
     os.replace(tmp, out)
-    return written
+    return len(questions)
 
 
 # ----------------------------------------------------------------------------- benchmarks
