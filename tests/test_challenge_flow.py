@@ -264,3 +264,46 @@ def test_quality_aware_cap_command(tmp_path):
     assert argv[argv.index("--max-samples") + 1] == "200000"
     with pytest.raises(ConfigError, match="select_by"):
         load_flow_config(_minimal(tmp_path, pretrain__select="top", pretrain__select_by=None))
+
+
+def test_deepspeed_commands_carry_the_toolkits_arguments(tmp_path):
+    """On GPUs the stages are the toolkit's `deepspeed train_mem.py` lines (reference §4)."""
+    from dj_synth.tools.challenge.flow import _finetune, _pretrain
+
+    cfg = _minimal(tmp_path, launcher="deepspeed", num_gpus=8,
+                   pretrain__gradient_accumulation_steps=4,
+                   finetune__gradient_accumulation_steps=2)  # fmt: skip
+    rc = load_flow_config(cfg, check_inputs=False)
+
+    def as_dict(argv: list[str]) -> dict[str, str]:
+        i = argv.index("--deepspeed")
+        flags = argv[i:]
+        return {flags[j]: flags[j + 1] for j in range(0, len(flags), 2)}
+
+    pre_cmd, ft_cmd = _pretrain(rc)[0], _finetune(rc)[0]
+    assert pre_cmd.argv[:5] == ["deepspeed", "--num_gpus", "8", "--module", "dj_synth.tools.mgm.train"]
+    pre, ft = as_dict(pre_cmd.argv), as_dict(ft_cmd.argv)
+    assert pre["--deepspeed"].endswith("zero2_offload.json") and Path(pre["--deepspeed"]).is_file()
+    common = {
+        "--version": "gemma", "--mm_projector_type": "mlp2x_gelu",
+        "--mm_vision_select_layer": "-2", "--mm_use_im_start_end": "False",
+        "--mm_use_im_patch_token": "False", "--image_size_aux": "768", "--bf16": "True",
+        "--num_train_epochs": "1", "--per_device_train_batch_size": "8",
+        "--per_device_eval_batch_size": "4", "--evaluation_strategy": "no",
+        "--save_strategy": "steps", "--save_steps": "100", "--save_total_limit": "1",
+        "--weight_decay": "0.", "--warmup_ratio": "0.03", "--lr_scheduler_type": "cosine",
+        "--logging_steps": "1", "--tf32": "True", "--model_max_length": "2048",
+        "--gradient_checkpointing": "True", "--dataloader_num_workers": "4",
+        "--lazy_preprocess": "True", "--report_to": "none",
+    }  # fmt: skip
+    for flags in (pre, ft):
+        assert {k: flags[k] for k in common} == common
+    assert pre["--tune_mm_mlp_adapter"] == "True" and pre["--learning_rate"] == "1e-3"
+    assert pre["--gradient_accumulation_steps"] == "4"
+    assert pre["--data_path"] == str(tmp_path / "data/dj.jsonl-200k.jsonl.json")
+    assert pre["--output_dir"].endswith("output/training_dirs/MGM-2B-Pretrain-default")
+    assert "--tune_mm_mlp_adapter" not in ft and ft["--learning_rate"] == "2e-5"
+    assert ft["--pretrain_mm_mlp_adapter"].endswith("MGM-2B-Pretrain-default/mm_projector.bin")
+    assert ft["--image_aspect_ratio"] == "pad" and ft["--group_by_modality_length"] == "True"
+    assert ft["--gradient_accumulation_steps"] == "2"
+    assert pre_cmd.log.name == "pretrain.log" and ft_cmd.log.name == "finetuning.log"
