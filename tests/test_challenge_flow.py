@@ -200,7 +200,11 @@ def test_config_problems_listed_together(tmp_path):
     cfg = _minimal(tmp_path, pretrain__dataset="data/missing.jsonl", unknown_key=1)
     with pytest.raises(ConfigError) as err:
         load_flow_config(cfg)
-    assert "unknown_key" in str(err.value)
+    assert "unknown_key: unknown key" in str(err.value)
+    with pytest.raises(ConfigError, match="did you mean 'per_device_train_batch_size'"):
+        load_flow_config(_minimal(tmp_path, pretrain__per_device_batch_size=8))
+    with pytest.raises(ConfigError, match="did you mean 'question_file'"):
+        load_flow_config(_minimal(tmp_path, eval={"mmbench": {"question_files": "x.tsv"}}))
     cfg = _minimal(tmp_path, pretrain__dataset="data/missing.jsonl",
                    finetune__image_folder="nowhere")  # fmt: skip
     with pytest.raises(ConfigError) as err:

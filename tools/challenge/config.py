@@ -9,12 +9,13 @@ the challenge folder the toolkit's script runs in.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import json
 import os
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -265,9 +266,31 @@ def _messages(source: Path, exc: ValidationError) -> list[str]:
     out = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            out.append(f"{source}: {loc}: unknown key{_did_you_mean(err['loc'])}")
+            continue
         got = f" (got {err['input']!r})" if err["type"] != "missing" else ""
         out.append(f"{source}: {loc}: {err['msg']}{got}")
     return out
+
+
+def _did_you_mean(loc: tuple[Any, ...]) -> str:
+    """Suggest the closest key of the section a misspelt key sits in."""
+    model: Any = FlowConfig
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return ""
+        model = next(
+            (a for a in (field.annotation, *getattr(field.annotation, "__args__", ()))
+             if isinstance(a, type) and issubclass(a, BaseModel)),
+            None,
+        )  # fmt: skip
+        if model is None:
+            return ""
+    keys = list(getattr(model, "model_fields", {}))
+    close = difflib.get_close_matches(str(loc[-1]), keys, n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else f" (known: {', '.join(keys)})"
 
 
 def check_global_batches(rc: ResolvedConfig) -> list[str]:
