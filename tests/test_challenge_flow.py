@@ -125,6 +125,8 @@ def test_rerun_skips_finished_stages(flow, capsys):
     assert train_main([str(flow["config"]), "--resume", "--quiet"]) == 0
     said = capsys.readouterr().out
     assert said.count("done earlier, skipped") == 8
+    assert said.count("(1 steps)") == 2  # pretrain and finetune losses in the summary table
+    assert "TextVQA" in said and "MMBench" in said
     assert ft_log.stat().st_mtime_ns == before
 
     scores = out / f"eval_results/{CKPT}/scores.json"

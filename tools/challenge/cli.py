@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .config import ConfigError, load_flow_config
 from .flow import STAGE_NAMES, FlowError, run_flow
@@ -50,12 +51,28 @@ def train_main(argv: Sequence[str] | None = None) -> int:
     except FlowError as exc:
         print(f"dj-train: {exc}", file=sys.stderr)
         return 1
-    print_summary(state, rc.eval_dir / "scores.json")
+    dirs = {"pretrain": rc.pretrain_dir, "finetune": rc.finetune_dir}
+    print_summary(state, rc.eval_dir / "scores.json", dirs)
     return 0
 
 
-def print_summary(state: dict, scores_path) -> None:
-    """Stage times and the local scores as one small table (the numbers people look for)."""
+def loss_summary(output_dir: Path) -> str:
+    """``first -> last (steps)`` training loss from the Trainer's ``trainer_state.json``:
+    participants compare runs by their pretrain loss (the final scores are seed-noisy)."""
+    import json
+
+    path = output_dir / "trainer_state.json"
+    if not path.is_file():
+        return ""
+    history = json.loads(path.read_text()).get("log_history", [])
+    losses = [(h["step"], h["loss"]) for h in history if "loss" in h]
+    if not losses:
+        return ""
+    return f"{losses[0][1]:.3f} -> {losses[-1][1]:.3f} ({losses[-1][0]} steps)"
+
+
+def print_summary(state: dict, scores_path: Path, train_dirs: dict[str, Path]) -> None:
+    """Stage times, training losses and the local scores as small tables."""
     import json
 
     from rich.console import Console
@@ -65,8 +82,10 @@ def print_summary(state: dict, scores_path) -> None:
     table.add_column("stage")
     table.add_column("status")
     table.add_column("seconds", justify="right")
+    table.add_column("loss")
     for name, info in state["stages"].items():
-        table.add_row(name, info.get("status", ""), str(info.get("seconds", "")))
+        loss = loss_summary(train_dirs[name]) if name in train_dirs else ""
+        table.add_row(name, info.get("status", ""), str(info.get("seconds", "")), loss)
     console = Console()
     console.print(table)
     if scores_path.is_file():
