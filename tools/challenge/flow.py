@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,9 @@ class FlowError(RuntimeError):
 class Command:
     argv: list[str]
     log: Path | None = None  # tee stdout+stderr here (overwritten), as the toolkit's `| tee`
-    env: dict[str, str] = field(default_factory=dict)
 
     def render(self) -> str:
-        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in self.env.items())
-        argv = " ".join(a if a == PY else shlex.quote(a) for a in self.argv)
-        line = f"{env} {argv}".strip()
+        line = " ".join(a if a == PY else shlex.quote(a) for a in self.argv)
         if self.log is not None:
             line += f" 2>&1 | tee {shlex.quote(str(self.log))}"
         return line
@@ -351,7 +348,7 @@ class State:
 
 def _run_command(cmd: Command, cwd: Path, echo: bool) -> int:
     argv = [sys.executable if a == PY else a for a in cmd.argv]
-    env = {**os.environ, **cmd.env, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # lines reach the log as they happen
     log = None
     if cmd.log is not None:
         cmd.log.parent.mkdir(parents=True, exist_ok=True)
