@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -280,6 +281,9 @@ def test_deepspeed_commands_carry_the_toolkits_arguments(tmp_path):
                    pretrain__gradient_accumulation_steps=4,
                    finetune__gradient_accumulation_steps=2)  # fmt: skip
     rc = load_flow_config(cfg, check_inputs=False)
+    if shutil.which("deepspeed") is None:  # validation says how to get it, before any work
+        with pytest.raises(ConfigError, match="no `deepspeed` command"):
+            load_flow_config(cfg)
 
     def as_dict(argv: list[str]) -> dict[str, str]:
         i = argv.index("--deepspeed")

@@ -13,6 +13,7 @@ import difflib
 import hashlib
 import json
 import os
+import shutil
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -374,8 +375,14 @@ def check_paths(rc: ResolvedConfig) -> list[str]:
         need("eval.textvqa.annotation_file", cfg.eval.textvqa.annotation_file)
     if cfg.eval.mmbench:
         need("eval.mmbench.question_file", cfg.eval.mmbench.question_file)
-    if rc.launcher() == "deepspeed" and not rc.deepspeed_config_path().is_file():
-        problems.append(f"deepspeed_config: not found: {rc.deepspeed_config_path()}")
+    if rc.launcher() == "deepspeed":
+        if not rc.deepspeed_config_path().is_file():
+            problems.append(f"deepspeed_config: not found: {rc.deepspeed_config_path()}")
+        if shutil.which("deepspeed") is None:
+            problems.append(
+                "launcher: deepspeed, but no `deepspeed` command on PATH; "
+                'pip install -e ".[train]" (or set launcher: python for one process)'
+            )
     for i, item in enumerate(cfg.solution):
         if not rc.path(item).exists():
             problems.append(f"solution[{i}]: not found: {rc.path(item)}")
