@@ -189,6 +189,26 @@ def test_recipe_with_only_filters(tree):
     assert "text_length_filter" in msg and "synthesis step" in msg
 
 
+def test_custom_synthesis_operator_in_solution_counts(tree):
+    """A participant's own generator (registered in solution/*.py, `synthesizes = True`) is
+    recognised from the source, without running it; the same class unmarked is not."""
+    recipe = {"custom_operator_paths": ["ops"], "process": [{"my_caption_mapper": {}}]}
+    (tree["sol"] / "recipes/synth.yaml").write_text(yaml.safe_dump(recipe))
+    (tree["sol"] / "ops").mkdir()
+    code = (
+        "from dj_synth.operators.base import Mapper\n"
+        "from dj_synth.operators.registry import register\n\n"
+        "raise SystemExit('never executed')\n\n"
+        '@register("my_caption_mapper")\n'
+        "class MyCaptionMapper(Mapper):\n"
+        "    synthesizes = {flag}\n"
+    )
+    (tree["sol"] / "ops/my_op.py").write_text(code.format(flag="False"))
+    assert "no synthesis operator" in refusal(tree)
+    (tree["sol"] / "ops/my_op.py").write_text(code.format(flag="True"))
+    plan_package(tree["out"], EXP, [tree["sol"]])
+
+
 def test_data_juicer_synthesis_op_counts(tree):
     recipe = {"process": [{"image_tagging_mapper": {}}, {"optimize_qa_mapper": None}]}
     (tree["sol"] / "recipes/synth.yaml").write_text(yaml.safe_dump(recipe))

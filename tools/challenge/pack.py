@@ -12,6 +12,7 @@ line each), so a participant fixes them in one round instead of rerunning the pa
 from __future__ import annotations
 
 import argparse
+import ast
 import hashlib
 import json
 import os
@@ -324,8 +325,51 @@ def _synthesizes(op_name: str) -> bool:
     return bool(getattr(cls, "synthesizes", False)) or op_name in DATA_JUICER_SYNTHESIS_OPS
 
 
+def custom_synthesis_ops(source: str) -> set[str]:
+    """Names of operators a participant's Python file registers with ``synthesizes = True``.
+
+    Read from the syntax tree (``@register("name")`` on a class whose body sets
+    ``synthesizes = True``): packaging never runs the participant's code."""
+    names: set[str] = set()
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return names
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.ClassDef):
+            continue
+        marked = any(
+            isinstance(stmt, (ast.Assign, ast.AnnAssign))
+            and any(
+                isinstance(t, ast.Name) and t.id == "synthesizes"
+                for t in (stmt.targets if isinstance(stmt, ast.Assign) else [stmt.target])
+            )
+            and isinstance(stmt.value, ast.Constant)
+            and stmt.value.value is True
+            for stmt in node.body
+        )
+        if not marked:
+            continue
+        for deco in node.decorator_list:
+            if (
+                isinstance(deco, ast.Call)
+                and getattr(deco.func, "id", getattr(deco.func, "attr", None)) == "register"
+                and deco.args
+                and isinstance(deco.args[0], ast.Constant)
+                and isinstance(deco.args[0].value, str)
+            ):
+                names.add(deco.args[0].value)
+    return names
+
+
 def _check_recipes(files: list[tuple[Path, str]], problems: list[str]) -> None:
-    """The challenge requires a synthesis step: some recipe in solution/ must run one."""
+    """The challenge requires a synthesis step: some recipe in solution/ must run one
+    (a built-in synthesis operator, a Data-Juicer generator, or a custom operator in
+    solution/ that declares ``synthesizes = True``)."""
+    custom: set[str] = set()
+    for source, arcname in files:
+        if arcname.endswith(".py"):
+            custom |= custom_synthesis_ops(_read_text(source))
     recipes: dict[str, list[str]] = {}
     for source, arcname in files:
         if not arcname.lower().endswith((".yaml", ".yml")):
@@ -344,7 +388,7 @@ def _check_recipes(files: list[tuple[Path, str]], problems: list[str]) -> None:
             "the challenge requires the data recipe in solution/"
         )
         return
-    if not any(_synthesizes(op) for ops in recipes.values() for op in ops):
+    if not any(op in custom or _synthesizes(op) for ops in recipes.values() for op in ops):
         found = "; ".join(f"{name}: {', '.join(ops) or 'no ops'}" for name, ops in recipes.items())
         problems.append(
             f"no synthesis operator in the recipes ({found}): the challenge requires a synthesis "
