@@ -317,3 +317,18 @@ def test_deepspeed_commands_carry_the_toolkits_arguments(tmp_path):
     assert ft["--image_aspect_ratio"] == "pad" and ft["--group_by_modality_length"] == "True"
     assert ft["--gradient_accumulation_steps"] == "2"
     assert pre_cmd.log.name == "pretrain.log" and ft_cmd.log.name == "finetuning.log"
+
+
+def test_recipe_must_export_one_jsonl(tmp_path):
+    cfg = _minimal(tmp_path, recipe="r.yaml", pretrain__dataset=None)
+    recipe = {"dataset_path": "data/dj.jsonl", "export_path": "out/x.jsonl",
+              "export_shard_size": 1000, "process": [{"text_length_filter": {"min_len": 1}}]}  # fmt: skip
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    with pytest.raises(ConfigError, match="export_shard_size: 0"):
+        load_flow_config(cfg)
+    recipe["export_shard_size"] = 0
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    assert load_flow_config(cfg).dataset == tmp_path / "out/x.jsonl"
+    (tmp_path / "r.yaml").write_text("process: [{nonexistent_op: {}}]\ndataset_path: a.jsonl\n")
+    with pytest.raises(ConfigError, match="recipe: .*nonexistent_op"):
+        load_flow_config(cfg)

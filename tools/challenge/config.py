@@ -339,8 +339,15 @@ def check_paths(rc: ResolvedConfig) -> list[str]:
                 "pretrain.dataset: leave it out when `recipe` is set (its export is used)"
             )
         elif rc.path(cfg.recipe).is_file():
+            from dj_synth.pipelines.recipe import load_recipe
+
             try:
-                rc.dataset  # noqa: B018 - validates the recipe
+                settings = load_recipe(rc.path(cfg.recipe)).settings
+                if settings.export_shard_size or settings.export_format != "jsonl":
+                    problems.append(
+                        "recipe: the flow caps one Data-Juicer JSONL; set export_shard_size: 0 "
+                        "and export_format: jsonl in the recipe"
+                    )
             except ValueError as exc:
                 problems.append(f"recipe: {exc}")
     elif not cfg.pretrain.dataset:
