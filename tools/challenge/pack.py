@@ -236,10 +236,13 @@ def count_records(path: Path) -> int:
         head = fh.read(4096).lstrip()
         if head.startswith(b"\xef\xbb\xbf"):
             head = head[3:].lstrip()
-        if head.startswith(b"["):
+        if head.startswith(b"["):  # streamed: a 200k-sample LLaVA JSON is never held whole
+            import ijson
+
             fh.seek(0)
-            data = json.loads(fh.read().decode("utf-8-sig"))
-            return len(data)
+            if fh.read(3) != b"\xef\xbb\xbf":
+                fh.seek(0)
+            return sum(1 for _ in ijson.items(fh, "item"))
         fh.seek(0)
         return sum(1 for line in fh if line.strip())
 
