@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import re
 import shlex
@@ -273,12 +274,15 @@ def render(r: dict, args: argparse.Namespace) -> str:
     import torch
     import transformers
 
-    dev = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor()
+    if torch.cuda.is_available():
+        dev = f"{torch.cuda.get_device_name(0)} x{r['gpus']}"
+    else:
+        dev = f"{os.cpu_count()} CPUs ({platform.machine()}), no GPU"
     cmd = "python bench/mgm_flow_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     lines = [
         f"### dj-train flow ({r['size']} MGM-2B shapes, random weights)",
         "",
-        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {dev} x{r['gpus']}; "
+        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {dev}; "
         f"torch {torch.__version__}, transformers {transformers.__version__}. Command: `{cmd}`. "
         f"{args.steps} optimizer steps per stage (global batch 256 / 128), {args.items} TextVQA "
         f"questions and MMBench rows, 16 new tokens, inference batch {args.batch_size}. Stage "
@@ -299,15 +303,10 @@ def render(r: dict, args: argparse.Namespace) -> str:
 
 
 def write_block(path: Path, block: str, key: str) -> None:
+    from results_block import write_marked_block
+
     begin, end = f"<!-- {key}:begin -->", f"<!-- {key}:end -->"
-    block = f"{begin}\n{block}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_marked_block(path, begin, end, f"{begin}\n{block}\n{end}")
 
 
 if __name__ == "__main__":

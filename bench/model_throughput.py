@@ -354,15 +354,10 @@ def render(args, results, notes, argv) -> str:
 
 
 def write_block(path: Path, block: str, key: str) -> None:
+    from results_block import write_marked_block
+
     begin, end = f"<!-- model_throughput:{key}:begin -->", f"<!-- model_throughput:{key}:end -->"
-    block = f"{begin}\n{block}\n{end}"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.write_text(text)
+    write_marked_block(path, begin, end, f"{begin}\n{block}\n{end}")
 
 
 if __name__ == "__main__":

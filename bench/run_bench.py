@@ -283,15 +283,10 @@ def render(rows: list[dict], info: dict[str, str]) -> str:
 
 
 def write_results(block: str, engine: str, recipe: str) -> None:
+    from results_block import write_marked_block
+
     begin, end = _marks(engine, recipe)
-    text = RESULTS.read_text() if RESULTS.exists() else "# Benchmark results\n"
-    if begin in text and end in text:
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    RESULTS.write_text(text)
+    write_marked_block(RESULTS, begin, end, block)
 
 
 def main(argv: list[str] | None = None) -> int:
