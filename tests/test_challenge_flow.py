@@ -194,8 +194,9 @@ def test_global_batch_checked_before_any_work(tmp_path, capsys):
     cfg = _minimal(tmp_path, pretrain__gradient_accumulation_steps=16)
     assert train_main([str(cfg)]) == 2
     err = capsys.readouterr().err
-    assert "pretrain: global batch 8 x 16 x 1 GPU(s) = 128" in err
-    assert "gradient_accumulation_steps: 32" in err
+    assert "pretrain global batch must be 256: 8 (per-device batch) x 16" in err
+    assert "x 1 (GPUs) = 128" in err and "use gradient accumulation 32" in err
+    assert "pretrain.gradient_accumulation_steps" in err and "finetune" not in err
     assert not (tmp_path / "output").exists()
 
 
@@ -254,7 +255,8 @@ def test_shipped_config_is_valid_for_8_gpus(tmp_path):
     assert check_global_batches(ResolvedConfig(cfg, shipped)) == []
     cfg = FlowConfig.model_validate({**data, "launcher": "deepspeed", "num_gpus": 4})
     problems = check_global_batches(ResolvedConfig(cfg, shipped))
-    assert len(problems) == 2 and "gradient_accumulation_steps: 8" in problems[0]
+    assert len(problems) == 2 and "use gradient accumulation 8" in problems[0]
+    assert "use gradient accumulation 4" in problems[1]
 
 
 def test_quality_aware_cap_command(tmp_path):

@@ -22,7 +22,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
-from dj_synth.tools.prepare import CHALLENGE_CAP, GLOBAL_BATCH
+from dj_synth.tools.llava import ConversionError
+from dj_synth.tools.prepare import CHALLENGE_CAP, check_global_batch
 
 
 class ConfigError(ValueError):
@@ -295,26 +296,20 @@ def _did_you_mean(loc: tuple[Any, ...]) -> str:
 
 
 def check_global_batches(rc: ResolvedConfig) -> list[str]:
-    """The toolkit's rule: per-device batch x accumulation x GPUs = 256 (pretrain) / 128."""
+    """The toolkit's rule (``prepare.check_global_batch``), with the config keys to change."""
     if not rc.cfg.check_global_batch:
         return []
-    gpus = rc.train_gpus()
     problems = []
     for stage in ("pretrain", "finetune"):
         s = getattr(rc.cfg, stage)
-        total = s.per_device_train_batch_size * s.gradient_accumulation_steps * gpus
-        target = GLOBAL_BATCH[stage]
-        if total != target:
-            need = target / (s.per_device_train_batch_size * gpus)
-            hint = (
-                f"set {stage}.gradient_accumulation_steps: {int(need)}"
-                if need == int(need) and need >= 1
-                else f"choose {stage}.per_device_train_batch_size dividing {target // gpus}"
+        try:
+            check_global_batch(
+                s.per_device_train_batch_size, s.gradient_accumulation_steps, rc.train_gpus(), stage
             )
+        except ConversionError as exc:
             problems.append(
-                f"{stage}: global batch {s.per_device_train_batch_size} x "
-                f"{s.gradient_accumulation_steps} x {gpus} GPU(s) = {total}, the challenge "
-                f"requires {target}; {hint}"
+                f"{stage}: {exc} (keys {stage}.per_device_train_batch_size, "
+                f"{stage}.gradient_accumulation_steps)"
             )
     return problems
 
