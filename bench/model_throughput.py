@@ -240,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             hf_img2seq=tiny_dirs["blip2"], seed=0, **GEN, **common
         )
         if tiny:
-            cap.setup()
+            cap.prepare(dev)
             name = "BLIP-2 (tiny)"
         else:
             t0 = time.perf_counter()
@@ -286,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
                 hf_clip=tiny_dirs["clip"], min_score=-1.0, **common
             )
             if tiny:
-                op.setup()
+                op.prepare(dev)
                 name = "CLIP (tiny)"
             else:
                 op._model, name = real_clip(arch, dev, dtype), f"CLIP {arch}"

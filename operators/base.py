@@ -85,16 +85,24 @@ class Op:
         self.index = 0  # position in the recipe, set by the plan
 
     # -- what executors call ------------------------------------------
-    def setup(self) -> None:
+    def setup(self, device: str = "cpu", rank: int = 0) -> None:
         """Load heavy resources (models) once per worker, before any batch.
 
-        Executors call it in each worker process or actor, never in the process
-        that only validates the recipe. Operators that need nothing skip it.
+        Executors call it (through `prepare`) in each worker process or actor, never
+        in the process that only validates the recipe, with the device this worker's
+        models go on (`cpu`, `cuda:N`) and the worker's rank. Operators that need
+        nothing skip it.
         """
+
+    def prepare(self, device: str = "cpu", rank: int = 0) -> None:
+        """`setup` once per object; a failure is the run's error, never the samples'."""
+        if not getattr(self, "_prepared", False):
+            self.setup(device, rank)
+            self._prepared = True
 
     def run(self, batch: Batch, ledger: Ledger) -> Batch:
         """Apply to `batch`, recording counts, time, drops and errors in `ledger`."""
-        self.setup()  # idempotent; a failure here is the run's error, not the samples'
+        self.prepare()  # executors prepare first with the worker's device; tests may not
         start = time.perf_counter()
         metrics = ledger.op(self.index)
         parts = [self._guarded(part, ledger) for part in batch.slices(self.batch_size)]

@@ -11,7 +11,6 @@ from .batch import STATS, Batch, image_chunks
 from .models import (
     ModelOp,
     decode_threads,
-    pick_device,
     pick_dtype,
     prefetched,
     quiet_transformers,
@@ -92,7 +91,7 @@ class ImageCaptioningMapper(ModelOp, Mapper):
         )
 
     # -- model ------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, device: str = "cpu", rank: int = 0) -> None:
         if self._model is not None:
             return
         import transformers
@@ -102,7 +101,6 @@ class ImageCaptioningMapper(ModelOp, Mapper):
             self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
         )
         cls = getattr(transformers, (config.architectures or ["AutoModelForImageTextToText"])[0])
-        device = pick_device(self.accelerator)
         dtype = pick_dtype(self.dtype, device)
         model = cls.from_pretrained(
             self.model_path, dtype=dtype, local_files_only=True,

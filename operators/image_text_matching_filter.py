@@ -8,7 +8,6 @@ from .batch import Batch
 from .image_text_scoring import ImageTextScoreFilter
 from .models import (
     flip_image,
-    pick_device,
     pick_dtype,
     quiet_transformers,
     resolve_model_path,
@@ -54,12 +53,11 @@ class ImageTextMatchingFilter(ImageTextScoreFilter):
         pick_dtype(dtype, "cpu")
         self.model_path = resolve_model_path(hf_blip, ("config.json", "preprocessor_config.json"))
 
-    def setup(self) -> None:
+    def setup(self, device: str = "cpu", rank: int = 0) -> None:
         if self._model is None:
             from transformers import AutoProcessor, BlipForImageTextRetrieval
 
             quiet_transformers()
-            device = pick_device(self.accelerator)
             dtype = pick_dtype(self.dtype, device)
             model = BlipForImageTextRetrieval.from_pretrained(
                 self.model_path, dtype=dtype, local_files_only=True,

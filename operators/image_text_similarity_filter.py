@@ -9,7 +9,6 @@ from .image_text_scoring import ImageTextScoreFilter
 from .models import (
     decode_threads,
     flip_image,
-    pick_device,
     pick_dtype,
     prefetched,
     resolve_model_path,
@@ -74,11 +73,10 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
                     )
 
     # -- model ------------------------------------------------------------
-    def setup(self) -> None:
+    def setup(self, device: str = "cpu", rank: int = 0) -> None:
         if self._model is None:
             from .clip_backends import load_clip
 
-            device = pick_device(self.accelerator)
             self._model = load_clip(
                 self.hf_clip if self.open_clip_model is None else None,
                 self.model_path, self.open_clip_model, device,

@@ -96,7 +96,7 @@ class LanguageIDScoreFilter(Filter):
             self.lang = list(lang)
         self.min_score = min_score
 
-    def setup(self) -> None:
+    def setup(self, device: str = "cpu", rank: int = 0) -> None:
         _model()  # about 1-2 s: paid once per worker, outside the per-batch timing
 
     def compute_stats(self, batch: Batch) -> None:

@@ -75,12 +75,16 @@ def quiet_transformers() -> None:
     hf_logging.disable_progress_bar()
 
 
-def pick_device(accelerator: str) -> str:
-    """`cuda:<worker rank mod GPUs>` (one model per worker, spread over the GPUs), else cpu."""
+def pick_device(accelerator: str, rank: int = 0) -> str:
+    """`cuda:<worker rank mod GPUs>` (one model per worker, spread over the GPUs), else cpu.
+
+    Executors call it once per worker and pass the result to `Op.setup`.
+    """
+    if accelerator != "cuda":
+        return "cpu"
     import torch
 
-    if accelerator == "cuda" and torch.cuda.is_available():
-        rank = int(os.environ.get("DJ_SYNTH_WORKER_RANK", "0"))
+    if torch.cuda.is_available():
         return f"cuda:{rank % torch.cuda.device_count()}"
     return "cpu"
 

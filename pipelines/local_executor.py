@@ -45,16 +45,17 @@ def _init_worker(recipe: Recipe, counter: Any = None) -> None:
     Each worker takes a rank from `counter`, so model operators spread over the GPUs.
     """
     global _RUNNER, _SETUP_ERROR
+    rank = 0
     if counter is not None:
         with counter.get_lock():
-            os.environ["DJ_SYNTH_WORKER_RANK"] = str(counter.value)
+            rank = counter.value
             counter.value += 1
     try:
         if recipe.settings.custom_operator_paths:
             from dj_synth.operators import load_custom_operators
 
             load_custom_operators(recipe.settings.custom_operator_paths)
-        _RUNNER = StageRunner(recipe)
+        _RUNNER = StageRunner(recipe, rank=rank)
     except Exception as exc:  # reported by the first task, not as an opaque broken pool
         _SETUP_ERROR = f"{type(exc).__name__}: {exc}"
 

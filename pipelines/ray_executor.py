@@ -37,7 +37,7 @@ from .dataset import DatasetReader
 from .recipe import Recipe
 from .sharded import Checkpoint, ShardedRun, ShardResult, StageTask
 from .shards import ShardSpec
-from .stages import Positions, StageRunner, plan_stages
+from .stages import Positions, StageRunner, plan_stages, prepare_op
 
 log = logging.getLogger("dj_synth")
 
@@ -128,8 +128,8 @@ class Step:
         self.runner = _runner(task)
         stage_ops = self.runner.stages[task.stage].ops
         self.ops = [op for op in stage_ops if op.index in op_indices]
-        for op in self.ops:  # actors load their model here, once
-            op.setup()
+        for op in self.ops:  # actors load their model here, once (Ray sets the visible GPU)
+            prepare_op(op, 0)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list[Any]] = {k: [] for k in ("shard", "spec", "work", "dropped", "result")}

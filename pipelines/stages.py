@@ -24,6 +24,7 @@ from dj_synth.operators.base import DEDUP_KEY, Deduplicator, Op
 from dj_synth.operators.batch import MISSING, STATS, Batch, BatchContext, SampleRef
 from dj_synth.operators.ledger import Ledger, OpMetrics, QuarantineRecord
 from dj_synth.operators.media import MediaCache
+from dj_synth.operators.models import pick_device
 
 from .dataset import IngestError, RawItem, check_sample, parse_line
 from .recipe import Recipe
@@ -35,6 +36,11 @@ def dumps(obj: Any) -> bytes:
         return orjson.dumps(obj, option=orjson.OPT_SERIALIZE_NUMPY)
     except TypeError:
         return json.dumps(obj, ensure_ascii=True, separators=(",", ":"), default=str).encode()
+
+
+def prepare_op(op: Op, rank: int) -> None:
+    """Set an operator up for this worker: its models go on the device of the worker's rank."""
+    op.prepare(pick_device(op.accelerator, rank), rank)
 
 
 @dataclass
@@ -141,13 +147,16 @@ class Work:
 class StageRunner:
     """Owns one set of operator objects; lives once per worker process (or actor)."""
 
-    def __init__(self, recipe: Recipe, setup: bool = True, final_pass: bool = False) -> None:
+    def __init__(
+        self, recipe: Recipe, setup: bool = True, final_pass: bool = False, rank: int = 0
+    ) -> None:
         self.recipe = recipe
+        self.rank = rank
         self.stages = plan_stages(recipe.build_ops(), final_pass)
         if setup:  # load every model now; without it, each op loads on its first batch
             for stage in self.stages:
                 for op in stage.ops:
-                    op.setup()
+                    prepare_op(op, rank)
         s = recipe.settings
         self.text_key = recipe.text_key
         self.image_key = s.image_key

@@ -300,8 +300,8 @@ def test_workers_spread_over_gpus(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    monkeypatch.setenv("DJ_SYNTH_WORKER_RANK", "3")
-    assert pick_device("cuda") == "cuda:1"
+    assert pick_device("cuda", 3) == "cuda:1"
+    assert pick_device("cuda", 2) == "cuda:0"
     assert pick_device("cpu") == "cpu"
     assert pick_dtype("auto", "cuda:1") == torch.bfloat16
     assert pick_dtype("auto", "cpu") == torch.float32
