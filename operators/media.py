@@ -11,7 +11,6 @@ quarantine record for the one sample that holds the bad image.
 from __future__ import annotations
 
 import os
-import warnings
 from dataclasses import dataclass
 
 from PIL import Image, ImageFile, ImageOps
@@ -19,6 +18,12 @@ from PIL import Image, ImageFile, ImageOps
 # Pixel decodes above this many pixels are refused (a PNG header can claim
 # 40000x40000 and ask for gigabytes). Header reads never allocate pixels.
 MAX_DECODE_PIXELS = 20_000 * 20_000 // 4
+
+# PIL's own bomb check runs inside Image.open, so it would refuse even the header read of
+# a huge image (a shape filter must see its size). It is switched off once, here, for the
+# process (never swapped per call: decode threads would race on the global), and
+# `decode_rgb`, which every pixel decode in dj-synth goes through, enforces the limit above.
+Image.MAX_IMAGE_PIXELS = None
 
 # Truncated files are errors, not silently grey-padded images (Data-Juicer sets
 # LOAD_TRUNCATED_IMAGES=True globally; the trainer's own loader would then fail).
@@ -41,13 +46,7 @@ class ImageHeader:
 
 def _open(path: str) -> Image.Image:
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
-            try:
-                return Image.open(path)
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
+        return Image.open(path)
     except FileNotFoundError:
         raise MediaError(f"missing image: {path}") from None
     except IsADirectoryError:

@@ -293,3 +293,34 @@ def test_small_jpeg_does_not_depend_on_cache_state(tmp_path):
     cache = MediaCache()
     cache.rgb(path)
     assert cache.small(path, 64).size == fresh.size == (200, 150)
+
+
+def test_threaded_decodes_leave_pil_limit_alone(tmp_path):
+    """16 threads reading headers and decoding (as the decode pool does): PIL's global
+    bomb limit is set once at import and never swapped per call, so no thread can
+    leave it changed; the huge PNG is still refused for a pixel decode in every thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    small = tmp_path / "small.png"
+    Image.new("RGB", (8, 8), RED).save(small)
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(_patch_ihdr(small.read_bytes(), 40000, 40000))
+    jpeg = tmp_path / "a.jpg"
+    _marked(64, 48).save(jpeg, quality=90)
+    limit_at_import = Image.MAX_IMAGE_PIXELS
+
+    def work(i: int) -> str:
+        read_header(str(bomb))
+        decode_rgb(str(jpeg), reduce_to=16 if i % 2 else None)
+        try:
+            decode_rgb(str(bomb))
+        except MediaError as exc:
+            return str(exc)
+        return "decoded"
+
+    for _ in range(5):
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            results = list(pool.map(work, range(400)))
+        assert Image.MAX_IMAGE_PIXELS is limit_at_import
+        assert all(r.startswith("image too large to decode") for r in results), set(results)
+    assert limit_at_import is None  # media's own limit replaces PIL's (see media.py)
