@@ -12,29 +12,22 @@ from typing import Any
 
 class HFClip:
     def __init__(self, path: str, device: str, dtype: Any, trust_remote_code: bool) -> None:
-        from transformers import AutoModel, AutoProcessor
+        from .models import load_hf_model, load_hf_processor
 
-        from .models import quiet_transformers
-
-        quiet_transformers()
         self.device, self.dtype = device, dtype
-        self.model = AutoModel.from_pretrained(
-            path, dtype=dtype, trust_remote_code=trust_remote_code, local_files_only=True
-        ).to(device).eval()  # fmt: skip
-        self.processor = AutoProcessor.from_pretrained(
-            path, trust_remote_code=trust_remote_code, local_files_only=True
-        )
+        self.model = load_hf_model(path, "AutoModel", device, dtype, trust_remote_code)
+        self.processor = load_hf_processor(path, trust_remote_code)
         text_cfg = getattr(self.model.config, "text_config", None)
         self.max_length = getattr(text_cfg, "max_position_embeddings", 77)
 
     def preprocess_images(self, images: list) -> Any:
         return self.processor.image_processor(images=images, return_tensors="pt")["pixel_values"]
 
-    def embed_images(self, pixels: list) -> list:
+    def embed_images(self, pixels: Any) -> list:
         import torch
 
         with torch.inference_mode():
-            batch = torch.stack(pixels).to(self.device, self.dtype)
+            batch = _stacked(pixels).to(self.device, self.dtype)
             emb = _features(self.model.get_image_features(pixel_values=batch))
         return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
 
@@ -47,6 +40,13 @@ class HFClip:
         with torch.inference_mode():
             emb = _features(self.model.get_text_features(**tok.to(self.device)))
         return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+
+
+def _stacked(pixels: Any) -> Any:
+    """A (N, C, H, W) tensor from a tensor or a list of (C, H, W) tensors."""
+    import torch
+
+    return pixels if isinstance(pixels, torch.Tensor) else torch.stack(pixels)
 
 
 def _features(out: Any) -> Any:
@@ -73,11 +73,11 @@ class OpenClip:
 
         return torch.stack([self.preprocess(img) for img in images])
 
-    def embed_images(self, pixels: list) -> list:
+    def embed_images(self, pixels: Any) -> list:
         import torch
 
         with torch.inference_mode():
-            emb = self.model.encode_image(torch.stack(pixels).to(self.device, self.dtype))
+            emb = self.model.encode_image(_stacked(pixels).to(self.device, self.dtype))
         return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
 
     def embed_texts(self, texts: list[str]) -> list:

@@ -9,12 +9,14 @@ from typing import Any, Literal
 from .base import Mapper
 from .batch import STATS, Batch, image_chunks
 from .models import (
+    IMG2SEQ,
     ModelOp,
-    decode_threads,
-    pick_dtype,
-    prefetched,
-    quiet_transformers,
+    check_dtype,
+    load_hf_model,
+    load_hf_processor,
+    read_config,
     resolve_model_path,
+    stable_seed,
 )
 from .registry import register
 
@@ -85,98 +87,66 @@ class ImageCaptioningMapper(ModelOp, Mapper):
         self.num_beams = num_beams if do_sample else max(num_beams, caption_num)
         self.do_sample, self.temperature, self.seed = do_sample, temperature, seed
         self.dtype, self.gpu_batch_size = dtype, gpu_batch_size
-        pick_dtype(dtype, "cpu")
+        check_dtype(dtype)
         self.model_path = resolve_model_path(
-            hf_img2seq, ("config.json", "preprocessor_config.json")
+            hf_img2seq, kind=IMG2SEQ, arg="hf_img2seq", trust_remote_code=trust_remote_code
         )
 
     # -- model ------------------------------------------------------------
-    def setup(self, device: str = "cpu", rank: int = 0) -> None:
-        if self._model is not None:
-            return
-        import transformers
-
-        quiet_transformers()
-        config = transformers.AutoConfig.from_pretrained(
-            self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
+    def load_model(self, device: str) -> tuple[Any, Any]:
+        architectures = read_config(self.model_path).get("architectures") or []
+        cls = architectures[0] if architectures else "AutoModelForImageTextToText"
+        model = load_hf_model(
+            self.model_path, cls, device, self.model_dtype(device), self.trust_remote_code
         )
-        cls = getattr(transformers, (config.architectures or ["AutoModelForImageTextToText"])[0])
-        dtype = pick_dtype(self.dtype, device)
-        model = cls.from_pretrained(
-            self.model_path, dtype=dtype, local_files_only=True,
-            trust_remote_code=self.trust_remote_code,
-        ).to(device).eval()  # fmt: skip
-        processor = transformers.AutoProcessor.from_pretrained(
-            self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
-        )
+        processor = load_hf_processor(self.model_path, self.trust_remote_code)
         tokenizer = getattr(processor, "tokenizer", None)
         if tokenizer is not None:
             tokenizer.padding_side = (
                 "left"  # decoder-only language models generate after the prompt
             )
-        self._model = (model, processor, device, dtype)
+        return model, processor
 
     # -- captioning -------------------------------------------------------
     def caption(self, jobs: list[tuple[str, str | None]], media: Any) -> dict[tuple, list[str]]:
         """`caption_num` captions per distinct (image path, prompt), batched on the accelerator."""
-        model, processor, device, dtype = self._model
-        size = max(1, self.gpu_batch_size)
-        chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
+        processor = self._model[1]
 
         def prepare(chunk: list[tuple[str, str | None]]):
             images = [self.pixels(media, p) for p, _ in chunk]
             prompts = [q for _, q in chunk]
-            text = prompts if any(q is not None for q in prompts) else None
-            if text is not None:
-                text = [q or "" for q in prompts]
+            text = [q or "" for q in prompts] if any(q is not None for q in prompts) else None
             return processor(images=images, text=text, return_tensors="pt", padding=True)
 
-        captions: dict[tuple, list[str]] = {}
-        for chunk, inputs in zip(chunks, prefetched(prepare, chunks, decode_threads())):
-            texts = self._generate(inputs, chunk[0])
-            for i, job in enumerate(chunk):
-                captions[job] = [
-                    t.strip() for t in texts[i * self.caption_num : (i + 1) * self.caption_num]
-                ]
-        return captions
+        return dict(zip(jobs, self.map_batched(jobs, self._generate, prepare)))
 
-    def _generate(self, inputs: Any, first_job: tuple) -> list[str]:
-        """generate() on one prepared batch; on CUDA OOM, split it in two and retry."""
+    def _generate(self, inputs: Any, chunk: list[tuple[str, str | None]]) -> list[list[str]]:
+        """generate() on one prepared slice: `caption_num` stripped captions per job."""
         import torch
 
-        model, processor, device, dtype = self._model
-        n = inputs["pixel_values"].shape[0]
-        try:
-            batch = inputs.to(device)
-            batch["pixel_values"] = batch["pixel_values"].to(dtype)
-            # seeded per batch from its content, so runs (and np) do not change captions
-            torch.manual_seed(_stable_seed(self.seed, repr(first_job), n))
-            kwargs = dict(
-                max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
-                do_sample=self.do_sample, num_return_sequences=self.caption_num,
-            )  # fmt: skip
-            if self.do_sample:
-                kwargs["temperature"] = self.temperature
-            if self.min_new_tokens is not None:
-                kwargs["min_new_tokens"] = self.min_new_tokens
-            with torch.inference_mode():
-                out = model.generate(**batch, **kwargs)
-            prompt_ids = batch.get("input_ids")
-            if prompt_ids is not None and out.shape[1] > prompt_ids.shape[1]:
-                width = prompt_ids.shape[1]
-                if torch.equal(out[0, :width].cpu(), prompt_ids[0].cpu()):
-                    out = out[:, width:]  # the caption is the continuation, not the prompt
-            return processor.batch_decode(out, skip_special_tokens=True)
-        except torch.cuda.OutOfMemoryError:
-            if n == 1:
-                raise
-            torch.cuda.empty_cache()
-            half = n // 2
-            first = {k: v[:half] for k, v in inputs.items()}
-            second = {k: v[half:] for k, v in inputs.items()}
-            return self._generate(_as_batch(inputs, first), first_job) + self._generate(
-                _as_batch(inputs, second), first_job
-            )
+        model, processor = self._model
+        batch = inputs.to(self.device)
+        batch["pixel_values"] = batch["pixel_values"].to(self.model_dtype())
+        # seeded per slice from its content, so runs (and np) do not change captions
+        torch.manual_seed(stable_seed(self.seed, repr(chunk[0]), len(chunk)))
+        kwargs = dict(
+            max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
+            do_sample=self.do_sample, num_return_sequences=self.caption_num,
+        )  # fmt: skip
+        if self.do_sample:
+            kwargs["temperature"] = self.temperature
+        if self.min_new_tokens is not None:
+            kwargs["min_new_tokens"] = self.min_new_tokens
+        with torch.inference_mode():
+            out = model.generate(**batch, **kwargs)
+        prompt_ids = batch.get("input_ids")
+        if prompt_ids is not None and out.shape[1] > prompt_ids.shape[1]:
+            width = prompt_ids.shape[1]
+            if torch.equal(out[0, :width].cpu(), prompt_ids[0].cpu()):
+                out = out[:, width:]  # the caption is the continuation, not the prompt
+        texts = processor.batch_decode(out, skip_special_tokens=True)
+        n = self.caption_num
+        return [[t.strip() for t in texts[i * n : (i + 1) * n]] for i in range(len(chunk))]
 
     # -- samples ----------------------------------------------------------
     def process(self, batch: Batch) -> Batch:
@@ -218,7 +188,7 @@ class ImageCaptioningMapper(ModelOp, Mapper):
                 [[k] * len(paths) for _, paths in chunks] for k in range(self.caption_num)
             ]
         else:
-            rng = random.Random(_stable_seed(self.seed, str(ref.ordinal), 0))
+            rng = random.Random(stable_seed(self.seed, str(ref.ordinal), 0))
             picks = []
             for text, paths in chunks:
                 if self.keep_candidate_mode == "random_any":
@@ -252,16 +222,6 @@ class ImageCaptioningMapper(ModelOp, Mapper):
             }
             samples.append(new)
         return samples
-
-
-def _as_batch(template: Any, data: dict[str, Any]) -> Any:
-    """Same container type as the processor's output (BatchFeature/BatchEncoding)."""
-    return type(template)(data)
-
-
-def _stable_seed(seed: int, key: str, extra: int) -> int:
-    digest = hashlib.blake2b(f"{seed}|{key}|{extra}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 def simhash64(text: str) -> int:

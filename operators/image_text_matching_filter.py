@@ -7,11 +7,12 @@ from typing import Any, Literal
 from .batch import Batch
 from .image_text_scoring import ImageTextScoreFilter
 from .models import (
+    BLIP_ITM,
+    check_dtype,
     flip_image,
-    pick_dtype,
-    quiet_transformers,
+    load_hf_model,
+    load_hf_processor,
     resolve_model_path,
-    run_in_batches,
 )
 from .registry import register
 
@@ -50,38 +51,35 @@ class ImageTextMatchingFilter(ImageTextScoreFilter):
         self.horizontal_flip, self.vertical_flip = horizontal_flip, vertical_flip
         self.any_or_all, self.reduce_mode = any_or_all, reduce_mode
         self.gpu_batch_size, self.dtype = gpu_batch_size, dtype
-        pick_dtype(dtype, "cpu")
-        self.model_path = resolve_model_path(hf_blip, ("config.json", "preprocessor_config.json"))
+        check_dtype(dtype)
+        self.model_path = resolve_model_path(
+            hf_blip, kind=BLIP_ITM, arg="hf_blip", trust_remote_code=trust_remote_code
+        )
 
-    def setup(self, device: str = "cpu", rank: int = 0) -> None:
-        if self._model is None:
-            from transformers import AutoProcessor, BlipForImageTextRetrieval
-
-            quiet_transformers()
-            dtype = pick_dtype(self.dtype, device)
-            model = BlipForImageTextRetrieval.from_pretrained(
-                self.model_path, dtype=dtype, local_files_only=True,
-                trust_remote_code=self.trust_remote_code,
-            ).to(device).eval()  # fmt: skip
-            processor = AutoProcessor.from_pretrained(self.model_path, local_files_only=True)
-            self._model = (model, processor, device, dtype)
+    def load_model(self, device: str) -> tuple[Any, Any]:
+        model = load_hf_model(self.model_path, "BlipForImageTextRetrieval", device,
+                              self.model_dtype(device), self.trust_remote_code)  # fmt: skip
+        return model, load_hf_processor(self.model_path)
 
     def score_pairs(
         self, pairs: list[tuple[str, str]], batch: Batch
     ) -> dict[tuple[str, str], float]:
+        model, processor = self._model
         media = batch.ctx.media
         flips = self.horizontal_flip, self.vertical_flip
 
-        def score(chunk: list[tuple[str, str]]) -> list[float]:
+        def prepare(chunk: list[tuple[str, str]]):
+            images = [flip_image(self.pixels(media, p), *flips) for p, _ in chunk]
+            return processor(images=images, text=[t for _, t in chunk], padding=True,
+                             truncation=True, return_tensors="pt")  # fmt: skip
+
+        def forward(inputs: Any, chunk: list[tuple[str, str]]) -> list[float]:
             import torch
 
-            model, processor, device, dtype = self._model
-            images = [flip_image(self.pixels(media, p), *flips) for p, _ in chunk]
-            inputs = processor(images=images, text=[t for _, t in chunk], padding=True,
-                               truncation=True, return_tensors="pt").to(device)  # fmt: skip
-            inputs["pixel_values"] = inputs["pixel_values"].to(dtype)
+            inputs = inputs.to(self.device)
+            inputs["pixel_values"] = inputs["pixel_values"].to(self.model_dtype())
             with torch.inference_mode():
                 logits = model(**inputs, use_itm_head=True).itm_score
             return torch.softmax(logits.float(), dim=-1)[:, 1].cpu().tolist()
 
-        return dict(zip(pairs, run_in_batches(score, pairs, self.gpu_batch_size)))
+        return dict(zip(pairs, self.map_batched(pairs, forward, prepare)))

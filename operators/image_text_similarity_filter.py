@@ -6,14 +6,7 @@ from typing import Any, Literal
 
 from .batch import Batch
 from .image_text_scoring import ImageTextScoreFilter
-from .models import (
-    decode_threads,
-    flip_image,
-    pick_dtype,
-    prefetched,
-    resolve_model_path,
-    run_in_batches,
-)
+from .models import CLIP, check_dtype, flip_image, resolve_model_path
 from .registry import register
 
 
@@ -57,10 +50,10 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
         self.any_or_all, self.reduce_mode = any_or_all, reduce_mode
         self.open_clip_model, self.open_clip_pretrained = open_clip_model, open_clip_pretrained
         self.gpu_batch_size, self.dtype = gpu_batch_size, dtype
-        pick_dtype(dtype, "cpu")  # validates the name
+        check_dtype(dtype)
         if open_clip_model is None:
             self.model_path = resolve_model_path(
-                hf_clip, ("config.json", "preprocessor_config.json")
+                hf_clip, kind=CLIP, arg="hf_clip", trust_remote_code=trust_remote_code
             )
         else:
             self.model_path = open_clip_pretrained
@@ -73,15 +66,14 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
                     )
 
     # -- model ------------------------------------------------------------
-    def setup(self, device: str = "cpu", rank: int = 0) -> None:
-        if self._model is None:
-            from .clip_backends import load_clip
+    def load_model(self, device: str) -> Any:
+        from .clip_backends import load_clip
 
-            self._model = load_clip(
-                self.hf_clip if self.open_clip_model is None else None,
-                self.model_path, self.open_clip_model, device,
-                pick_dtype(self.dtype, device), self.trust_remote_code,
-            )  # fmt: skip
+        return load_clip(
+            self.hf_clip if self.open_clip_model is None else None,
+            self.model_path, self.open_clip_model, device,
+            self.model_dtype(device), self.trust_remote_code,
+        )  # fmt: skip
 
     # -- stats ------------------------------------------------------------
     def score_pairs(
@@ -92,19 +84,15 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
         media = batch.ctx.media
         paths = sorted({p for p, _ in pairs})
         texts = sorted({t for _, t in pairs})
+        flips = self.horizontal_flip, self.vertical_flip
 
         def prepare(chunk: list[str]):
-            flip = self.horizontal_flip, self.vertical_flip
-            return clip.preprocess_images([flip_image(self.pixels(media, p), *flip) for p in chunk])
+            return clip.preprocess_images(
+                [flip_image(self.pixels(media, p), *flips) for p in chunk]
+            )
 
-        size = self.gpu_batch_size
-        chunks = [paths[i : i + size] for i in range(0, len(paths), size)]
-        image_emb = [
-            row
-            for tensor in prefetched(prepare, chunks, decode_threads())
-            for row in run_in_batches(clip.embed_images, list(tensor), size)
-        ]
-        text_emb = run_in_batches(clip.embed_texts, texts, size)
+        image_emb = self.map_batched(paths, lambda pixels, _: clip.embed_images(pixels), prepare)
+        text_emb = self.map_batched(texts, lambda chunk, _: clip.embed_texts(chunk))
         img_index = {p: i for i, p in enumerate(paths)}
         txt_index = {t: i for i, t in enumerate(texts)}
         return {

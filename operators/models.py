@@ -1,71 +1,45 @@
-"""What every model operator needs: finding weights offline, one resident model per process,
-batches sized to the accelerator, and pixels decoded ahead of it.
+"""The model-operator layer: what every operator holding a model shares.
 
-Model operators keep only picklable configuration on the object; the loaded
-model lives in `self._model` (dropped on pickling), created by `setup()` once
-per worker process or Ray actor.
+- files: `resolve_model_path` finds the weights offline and checks their kind
+  (`model_files`), when the recipe is validated;
+- one resident model per worker: `ModelOp.setup(device, rank)` calls the operator's
+  `load_model(device)` once, with the device the executor picked (`pick_device`) and
+  the dtype policy (`pick_dtype`: bf16 on GPU, fp32 on CPU, or the recipe's `dtype`);
+- `ModelOp.map_batched`: the one place where a model operator turns a list of distinct
+  inputs into outputs: slices of `gpu_batch_size`, CPU preprocessing on threads ahead
+  of the accelerator, and CUDA out-of-memory halving (`run_in_batches`);
+- `stable_seed`: sampling seeded from the input, so outputs do not depend on batching,
+  workers or runs.
+
+Model operators keep only picklable configuration on the object; the loaded model
+lives in `self._model` (dropped on pickling).
 """
 
 from __future__ import annotations
 
-import glob
+import hashlib
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from .model_files import (  # noqa: F401  (re-exported: the layer's public names)
+    AESTHETICS,
+    BLIP_ITM,
+    CLIP,
+    IMAGE_CLASSIFIER,
+    IMG2SEQ,
+    PROCESSOR_FILES,
+    ModelKind,
+    ModelNotFoundError,
+    WrongModelError,
+    read_config,
+    resolve_model_path,
+)
+
 T = TypeVar("T")
 R = TypeVar("R")
-
-WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """The model's files are not where the recipe says; the message says what to put there."""
-
-
-def resolve_model_path(name_or_path: str, required: Sequence[str] = ("config.json",)) -> str:
-    """A local directory holding the model: the path itself, or the Hugging Face cache entry.
-
-    Nothing is downloaded. Raises `ModelNotFoundError` naming the paths tried, the
-    files missing and how to provide them.
-    """
-    tried = []
-    candidates = [os.path.expanduser(name_or_path)]
-    if not os.path.isabs(name_or_path) and name_or_path.count("/") <= 1:
-        cached = _hf_cache_dir(name_or_path)
-        if cached:
-            candidates.append(cached)
-    for path in candidates:
-        tried.append(path)
-        if os.path.isdir(path):
-            missing = [f for f in required if not os.path.exists(os.path.join(path, f))]
-            has_weights = any(glob.glob(os.path.join(path, p)) for p in WEIGHT_PATTERNS)
-            if not missing and has_weights:
-                return path
-            detail = ", ".join(
-                missing + ([] if has_weights else ["model weights (*.safetensors / *.bin)"])
-            )
-            raise ModelNotFoundError(
-                f"model directory {path} is incomplete: missing {detail}. Put the complete "
-                f"Hugging Face snapshot of {name_or_path!r} there."
-            )
-    raise ModelNotFoundError(
-        f"model {name_or_path!r} not found (tried: {', '.join(tried)}; nothing is downloaded). "
-        f"On a machine with internet: `huggingface-cli download {name_or_path} --local-dir "
-        f"/models/{os.path.basename(name_or_path.rstrip('/'))}` (or `hf download ...`), copy the "
-        "folder here and point the recipe at it. To try the pipeline without weights: "
-        "`dj-synth make-tiny-models DIR` (random weights, meaningless output)."
-    )
-
-
-def _hf_cache_dir(repo_id: str) -> str | None:
-    try:
-        from huggingface_hub import snapshot_download
-
-        return snapshot_download(repo_id, local_files_only=True)
-    except Exception:
-        return None
 
 
 def quiet_transformers() -> None:
@@ -89,53 +63,107 @@ def pick_device(accelerator: str, rank: int = 0) -> str:
     return "cpu"
 
 
+DTYPE_NAMES = ("fp32", "float32", "fp16", "float16", "bf16", "bfloat16")
+
+
+def check_dtype(dtype: str | None) -> None:
+    """Validate a recipe's `dtype` without importing torch (for `__init__`)."""
+    if dtype and dtype != "auto" and dtype not in DTYPE_NAMES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPE_NAMES)} or 'auto', got {dtype!r}")
+
+
 def pick_dtype(dtype: str | None, device: str):
     """bf16 (or the asked dtype) on GPU, fp32 on CPU."""
     import torch
 
+    check_dtype(dtype)
     names = {"fp32": torch.float32, "float32": torch.float32, "fp16": torch.float16,
              "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}  # fmt: skip
     if dtype and dtype != "auto":
-        if dtype not in names:
-            raise ValueError(f"dtype must be one of {sorted(names)} or 'auto', got {dtype!r}")
         return names[dtype]
     return torch.bfloat16 if device.startswith("cuda") else torch.float32
 
 
-def run_in_batches(fn: Callable[[list[T]], list[R]], items: list[T], batch_size: int) -> list[R]:
+def stable_seed(seed: int, key: str, extra: int) -> int:
+    """A 63-bit seed from the recipe's seed and the input: the same input, the same draw."""
+    digest = hashlib.blake2b(f"{seed}|{key}|{extra}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+# -- batches that can be split -------------------------------------------------------
+
+
+def batch_len(items: Any) -> int:
+    """Rows in a list, a tensor, a tuple of aligned batches or a dict of tensors."""
+    if isinstance(items, Mapping):
+        return batch_len(next(iter(items.values()))) if items else 0
+    if isinstance(items, tuple):
+        return batch_len(items[0])
+    return len(items)
+
+
+def take(items: Any, start: int, stop: int) -> Any:
+    """Rows `start:stop` of what `batch_len` measures, in the same container type."""
+    if isinstance(items, Mapping):
+        return type(items)({k: take(v, start, stop) for k, v in items.items()})
+    if isinstance(items, tuple):
+        return tuple(take(part, start, stop) for part in items)
+    return items[start:stop]
+
+
+def run_in_batches(
+    fn: Callable[[Any], list[R]], items: Any, batch_size: int, fit: list[int] | None = None
+) -> list[R]:
     """`fn` over consecutive slices of `items`; a CUDA out-of-memory error halves the slice.
 
-    The smaller size is kept for the rest of the call. At size 1 the error propagates.
+    The one out-of-memory retry of the code base. `items` is anything `take` slices
+    (a list of inputs, or prepared tensors, so a retry does not preprocess again).
+    The smaller size is kept for the rest of the call, and in `fit[0]` when given
+    (the caller's memory of what fits). At size 1 the error propagates.
     """
     import torch
 
     out: list[R] = []
-    i, size = 0, max(1, batch_size)
-    while i < len(items):
-        chunk = items[i : i + size]
+    n, i = batch_len(items), 0
+    size = max(1, min(batch_size, fit[0] if fit else batch_size))
+    while i < n:
+        part = take(items, i, i + size)
         try:
-            out.extend(fn(chunk))
+            out.extend(fn(part))
         except torch.cuda.OutOfMemoryError:
             if size == 1:
                 raise
             torch.cuda.empty_cache()
-            size = max(1, len(chunk) // 2)
+            size = max(1, min(size, batch_len(part)) // 2)
+            if fit is not None:
+                fit[0] = size
             continue
-        i += len(chunk)
+        i += batch_len(part)
     return out
 
 
 def prefetched(fn: Callable[[T], R], items: Sequence[T], workers: int = 4) -> Iterator[R]:
-    """`fn(item)` for each item in order, computed by a thread pool ahead of the consumer.
+    """`fn(item)` for each item in order, computed by `workers` threads ahead of the consumer.
 
-    Used to decode and preprocess the next micro-batch while the accelerator runs
-    this one (PIL decoding and tensor conversion release the GIL).
+    Used to decode and preprocess the next slices while the accelerator runs this one
+    (PIL decoding and tensor conversion release the GIL). At most `workers` results
+    wait at a time, so memory stays bounded.
     """
     if len(items) <= 1 or workers <= 1:
         yield from map(fn, items)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(fn, items)
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def decode_threads() -> int:
+    return max(2, min(16, os.cpu_count() or 2))
 
 
 def flip_image(image: Any, horizontal: bool, vertical: bool) -> Any:
@@ -149,17 +177,92 @@ def flip_image(image: Any, horizontal: bool, vertical: bool) -> Any:
     return image
 
 
-def decode_threads() -> int:
-    return max(2, min(16, os.cpu_count() or 2))
+# -- loading -------------------------------------------------------------------------
+
+
+def load_hf_model(path: str, cls: Any, device: str, dtype: Any, trust_remote_code: bool = False):
+    """`cls.from_pretrained` (a transformers class or its name) on `device` in `dtype`, eval."""
+    import transformers
+
+    quiet_transformers()
+    if isinstance(cls, str):
+        cls = getattr(transformers, cls)
+    model = cls.from_pretrained(
+        path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
+    )
+    return model.to(device).eval()
+
+
+def load_hf_processor(path: str, trust_remote_code: bool = False, image_only: bool = False):
+    """The folder's processor (or only its image processor), from either file layout."""
+    import transformers
+
+    quiet_transformers()
+    cls = transformers.AutoImageProcessor if image_only else transformers.AutoProcessor
+    return cls.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
+
+
+# -- the operator mixin --------------------------------------------------------------
 
 
 class ModelOp:
-    """Mixin for operators that hold a model: per-process state, dropped when pickled."""
+    """Mixin for operators that hold a model: loaded once per worker, dropped when pickled.
+
+    A subclass implements `load_model(device)` and calls `map_batched` with its
+    `prepare` (CPU) and `forward` (accelerator) steps. It sets `gpu_batch_size` and
+    `dtype` (recipe arguments) in `__init__`, and resolves its files there
+    (`resolve_model_path`), so a missing or wrong model fails the recipe before work.
+    """
 
     _model: Any = None
     fork_safe = False
+    gpu_batch_size: int = 32
+    dtype: str | None = "auto"
+    device: str = "cpu"
+
+    def setup(self, device: str = "cpu", rank: int = 0) -> None:
+        if self._model is None:
+            self.device = device
+            self._model = self.load_model(device)
+
+    def load_model(self, device: str) -> Any:
+        """The model (and whatever else `forward` needs) on `device`; called once."""
+        raise NotImplementedError
+
+    def model_dtype(self, device: str | None = None) -> Any:
+        """The torch dtype for this operator's model on `device` (the dtype policy)."""
+        return pick_dtype(self.dtype, device or self.device)
+
+    def map_batched(
+        self,
+        items: Sequence[T],
+        forward: Callable[[Any, list[T]], list[R]],
+        prepare: Callable[[list[T]], Any] | None = None,
+    ) -> list[R]:
+        """One output per input, in order: the one place a model turns inputs into outputs.
+
+        `items` are distinct inputs (paths, (path, text) pairs, ...), gathered across
+        the samples of a batch. They go in slices of `gpu_batch_size`; `prepare(slice)`
+        (decode, resize, tokenize; CPU) runs on threads ahead of `forward(prepared,
+        slice)` (the accelerator), which returns one output per input. A CUDA
+        out-of-memory error in `forward` splits the prepared slice in halves (the
+        size that fits is remembered for this worker).
+        """
+        items = list(items)
+        size = max(1, self.gpu_batch_size)
+        slices = [items[i : i + size] for i in range(0, len(items), size)]
+        fit = self.__dict__.setdefault("_fit", [size])
+        ready = prefetched(prepare, slices, decode_threads()) if prepare else iter(slices)
+        out: list[R] = []
+        for part, prepared in zip(slices, ready):
+            out.extend(run_in_batches(lambda both: forward(*both), (prepared, part), size, fit))
+        if len(out) != len(items):
+            raise RuntimeError(f"{self}: {len(out)} outputs for {len(items)} inputs")
+        return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_model"] = None
+        state.pop("_fit", None)
+        state.pop("_prepared", None)
         return state

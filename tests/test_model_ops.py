@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import read_jsonl, run_op, run_recipe, write_recipe
@@ -165,9 +168,49 @@ def test_missing_model_is_a_clear_error(tmp_path):
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "config.json").write_text("{}")
     with pytest.raises(
-        ModelNotFoundError, match="incomplete: missing preprocessor_config.json, model weights"
+        ModelNotFoundError,
+        match="incomplete: missing preprocessor_config.json or processor_config.json, model weights",
     ):
         get_operator("image_text_similarity_filter")(hf_clip=str(tmp_path / "half"))
+
+
+def test_folder_saved_by_current_transformers_is_accepted(tiny_models, photos, tmp_path):
+    """transformers >= 5.24 save_pretrained writes processor_config.json and no
+    preprocessor_config.json (hub snapshots have the latter): both layouts load."""
+    from transformers import CLIPModel, CLIPProcessor
+
+    saved = tmp_path / "clip-saved"
+    CLIPModel.from_pretrained(tiny_models["clip"]).save_pretrained(saved)
+    CLIPProcessor.from_pretrained(tiny_models["clip"]).save_pretrained(saved)
+    files = {p.name for p in saved.iterdir()}
+    assert "processor_config.json" in files and "preprocessor_config.json" not in files
+    paths, _ = photos
+    rows = [{"id": "a", "text": f"{TOK} a cat {EOC}", "images": [paths[0]]}]
+    args = dict(min_score=-1.0, accelerator="cpu")
+    new, _ = run_op("image_text_similarity_filter", rows, hf_clip=str(saved), **args)
+    old, _ = run_op("image_text_similarity_filter", rows, hf_clip=tiny_models["clip"], **args)
+    assert new.rows() == old.rows()  # same weights, same scores
+
+
+def test_model_of_the_wrong_kind_fails_the_recipe_before_work(tiny_models, tmp_path):
+    """A CLIP folder given as hf_img2seq: exit 2 naming what was expected and what was found."""
+    data = tmp_path / "d.jsonl"
+    data.write_text('{"text": "x"}\n')
+    recipe = write_recipe(tmp_path / "r.yaml", dataset_path=str(data), export_path=str(tmp_path / "o.jsonl"),
+                          process=[{"image_captioning_mapper": {"hf_img2seq": tiny_models["clip"]}}])  # fmt: skip
+    with pytest.raises(RecipeError) as err:
+        load_recipe(recipe)
+    msg = str(err.value)
+    assert "process[0] image_captioning_mapper: hf_img2seq" in msg
+    assert "is a CLIPModel" in msg and "expected an image-to-text generation model" in msg
+    for op, arg, folder in [("image_text_similarity_filter", "hf_clip", "blip2"),
+                            ("image_text_matching_filter", "hf_blip", "clip")]:  # fmt: skip
+        with pytest.raises(ValueError, match=f"{arg} .* is a .*; expected"):
+            get_operator(op)(**{arg: tiny_models[folder]})
+    cli = subprocess.run([str(Path(sys.executable).parent / "dj-run"), str(recipe), "-q"],
+                         capture_output=True, text=True)  # fmt: skip
+    assert cli.returncode == 2 and "is a CLIPModel" in cli.stderr, cli.stderr
+    assert not (tmp_path / "o.jsonl").exists()
 
 
 def test_missing_model_fails_the_recipe_before_work(tmp_path):
