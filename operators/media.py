@@ -10,9 +10,11 @@ quarantine record for the one sample that holds the bad image.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import dataclass
 
+import simplejpeg
 from PIL import Image, ImageFile, ImageOps
 
 # Pixel decodes above this many pixels are refused (a PNG header can claim
@@ -92,8 +94,71 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
+def draft_scale(width: int, height: int, side: int) -> int:
+    """PIL's JPEG draft rule: the largest of 1/8, 1/4, 1/2, 1 keeping both sides >= `side`."""
+    fits = min(width // side, height // side)
+    return next((a for a in (8, 4, 2) if fits >= a), 1)
+
+
+_EXIF_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}  # as ImageOps.exif_transpose
+
+
+def _reduced_jpeg(path: str, side: int) -> Image.Image | None:
+    """The reduced JPEG decode `decode_rgb` gives through PIL's draft, pixel for pixel (the
+    same libjpeg-turbo scaled IDCT at the same scale), through simplejpeg, which skips PIL's
+    per-file overhead (~0.2 ms of ~0.7). None when the file is not an RGB/grey JPEG or
+    libjpeg-turbo refuses it: PIL then decides (and names the error)."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read()
+    except OSError:
+        return None
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    if colorspace not in ("YCbCr", "Gray", "RGB"):
+        return None  # CMYK / YCCK: PIL's conversion
+    if width * height > MAX_DECODE_PIXELS:
+        raise MediaError(
+            f"image too large to decode: {path} is {width}x{height} "
+            f"(limit {MAX_DECODE_PIXELS} pixels)"
+        )
+    a = draft_scale(width, height, side)
+    want = (-(-height // a), -(-width // a))
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=want[0], min_width=want[1])
+    except ValueError:
+        return None  # truncated or corrupt: PIL raises the MediaError (or copes as before)
+    if arr.shape[:2] != want:
+        return None
+    img = Image.fromarray(arr)
+    orientation = None
+    if b"Exif\x00\x00" in data[:65536]:  # APP1 EXIF comes before the image data
+        try:
+            orientation = Image.open(io.BytesIO(data)).getexif().get(0x0112)
+        except Exception:
+            orientation = None
+    method = _EXIF_TRANSPOSE.get(orientation)  # type: ignore[arg-type]
+    return img.transpose(method) if method is not None else img
+
+
 def decode_rgb(path: str, reduce_to: int | None = None) -> Image.Image:
     """Decode to RGB; with `reduce_to`, JPEGs decode at the smallest DCT scale >= that side."""
+    if reduce_to:
+        fast = _reduced_jpeg(path, reduce_to)
+        if fast is not None:
+            return fast
     img = _open(path)
     with img:
         if img.width * img.height > MAX_DECODE_PIXELS:

@@ -324,3 +324,49 @@ def test_threaded_decodes_leave_pil_limit_alone(tmp_path):
         assert Image.MAX_IMAGE_PIXELS is limit_at_import
         assert all(r.startswith("image too large to decode") for r in results), set(results)
     assert limit_at_import is None  # media's own limit replaces PIL's (see media.py)
+
+
+def _pil_draft_reference(path: str, side: int) -> Image.Image:
+    """The reduced decode as PIL does it: draft at the smallest DCT scale >= side, EXIF
+    rotation, RGB."""
+    from PIL import ImageOps
+
+    with Image.open(path) as img:
+        img.draft("RGB", (side, side))
+        img.load()
+        return ImageOps.exif_transpose(img).convert("RGB")
+
+
+@pytest.mark.parametrize("flavour", ["420", "444", "progressive", "gray", "rotated", "odd", "tiny"])
+def test_reduced_jpeg_decode_is_pils_draft_pixel_for_pixel(tmp_path, flavour):
+    rng = np.random.default_rng(3)
+    size = {"odd": (517, 333), "tiny": (40, 23)}.get(flavour, (640, 400))
+    base = rng.integers(0, 256, (size[1] // 8 + 1, size[0] // 8 + 1, 3), dtype=np.uint8)
+    img = Image.fromarray(base).resize(size, Image.Resampling.BICUBIC)
+    path = str(tmp_path / f"{flavour}.jpg")
+    kwargs = {
+        "444": {"subsampling": 0},
+        "progressive": {"progressive": True},
+        "rotated": {"exif": _exif(6)},
+    }.get(flavour, {})
+    (img.convert("L") if flavour == "gray" else img).save(path, quality=88, **kwargs)
+    for side in (16, 32, 64, 200):
+        ours = decode_rgb(path, reduce_to=side)
+        ref = _pil_draft_reference(path, side)
+        assert ours.mode == "RGB" and ours.size == ref.size, (side, ours.size, ref.size)
+        assert np.array_equal(np.asarray(ours), np.asarray(ref)), side
+    if flavour == "rotated":
+        assert decode_rgb(path, reduce_to=64).size == (100, 160)  # 640x400 at 1/4, turned
+
+
+def test_reduced_decode_falls_back_to_pil(tmp_path):
+    """CMYK goes through PIL's conversion; a truncated JPEG still raises PIL's error."""
+    cmyk = str(tmp_path / "cmyk.jpg")
+    Image.new("CMYK", (64, 64), (0, 255, 255, 0)).save(cmyk)
+    assert _near(decode_rgb(cmyk, reduce_to=16).getpixel((1, 1)), RED)
+    trunc = tmp_path / "trunc.jpg"
+    noise = np.random.default_rng(0).integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(trunc, quality=90)
+    trunc.write_bytes(trunc.read_bytes()[:20000])
+    with pytest.raises(MediaError, match="undecodable image.*trunc.jpg"):
+        decode_rgb(str(trunc), reduce_to=32)
