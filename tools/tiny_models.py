@@ -394,6 +394,28 @@ def make_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
     return paths
 
 
+def make_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> str:
+    """A tiny random OPT causal language model (perplexity_filter's `hf_model`) in
+    `out_dir`; loads with ``AutoModelForCausalLM`` / ``AutoTokenizer.from_pretrained``."""
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    folder = Path(out_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tok = _opt_tokenizer()
+    config = OPTConfig(
+        vocab_size=len(tok), hidden_size=32, ffn_dim=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=256, word_embed_proj_dim=32,
+        pad_token_id=1, bos_token_id=2, eos_token_id=2,
+    )  # fmt: skip
+    model = OPTForCausalLM(config).eval()
+    model.config.architectures = ["OPTForCausalLM"]
+    model.save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return str(folder)
+
+
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=HELP)
 
 
