@@ -1,11 +1,21 @@
 """dj-train end to end on tiny random models (CPU): seed DJ data -> recipe (with a synthesis op)
--> cap -> LLaVA JSON -> pretrain -> finetune -> TextVQA + MMBench -> scores -> dj-pack."""
+-> cap -> LLaVA JSON -> pretrain -> finetune -> TextVQA + MMBench -> scores -> dj-pack.
+
+One run is shared by the module: the README's tiny-challenge commands, run verbatim from a
+fresh folder (a relative output folder, as a new user types them). The tests after it read
+that run, then change it step by step (redo, interrupt, edit the recipe), so their order
+matters."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import signal
 import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -21,17 +31,64 @@ pytest.importorskip("openpyxl")
 
 from dj_synth.tools.challenge.cli import pack_main, train_main  # noqa: E402
 from dj_synth.tools.challenge.config import ConfigError, load_flow_config  # noqa: E402
-from dj_synth.tools.challenge.tiny import COLOURS, EXP, SPLIT, make_challenge  # noqa: E402
+from dj_synth.tools.challenge.tiny import COLOURS, EXP, SPLIT  # noqa: E402
 
 CKPT = f"MGM-2B-Finetune-{EXP}"
+REPO = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent  # the console scripts of this environment
+
+
+def readme_challenge_commands() -> str:
+    """The README's tiny-challenge block (the ```bash block with `make-tiny-challenge`)."""
+    blocks = re.findall(r"```bash\n(.*?)```", (REPO / "README.md").read_text(), re.S)
+    found = [b for b in blocks if "dj-synth make-tiny-challenge" in b]
+    assert len(found) == 1, "README: one ```bash block with the tiny-challenge commands"
+    return found[0]
 
 
 @pytest.fixture(scope="module")
-def flow(tmp_path_factory, tiny_models):
-    root = tmp_path_factory.mktemp("challenge")
-    config = make_challenge(root, tiny_models["blip2"])
-    code = train_main([str(config), "--quiet"])
-    return {"root": root, "config": config, "code": code, "out": root / "output"}
+def flow(tmp_path_factory):
+    """The README's commands, verbatim, in an empty folder."""
+    if not (BIN / "dj-train").is_file():
+        pytest.skip("console scripts not installed (pip install -e .)")
+    cwd = tmp_path_factory.mktemp("readme")
+    commands = readme_challenge_commands()
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+    began = time.time()
+    proc = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", commands], cwd=cwd, env=env, capture_output=True,
+        text=True, timeout=900,
+    )  # fmt: skip
+    root = cwd / "outputs" / "tiny_challenge"
+    return {
+        "cwd": cwd, "root": root, "config": root / "flow.yaml", "code": proc.returncode,
+        "stdout": proc.stdout, "stderr": proc.stderr, "out": root / "output",
+        "commands": commands, "seconds": time.time() - began,
+    }  # fmt: skip
+
+
+def test_readme_commands_run_verbatim(flow):
+    """A relative folder, as the README writes it: every path resolves from the flow's folder."""
+    assert "make-tiny-challenge outputs/tiny_challenge" in flow["commands"]
+    assert flow["code"] == 0, flow["stderr"][-3000:]
+    assert (flow["root"] / "submit.zip").is_file()  # the block's last line, dj-pack --config
+    recipe = yaml.safe_load((flow["root"] / "solution/recipe.yaml").read_text())
+    assert not Path(recipe["dataset_path"]).is_absolute()  # relocatable: resolved from root
+    # the scores path is printed whole on one line, not wrapped at 80 columns
+    assert f"scores: {flow['out'] / 'eval_results' / CKPT / 'scores.json'}" in flow["stdout"]
+
+
+def test_stage_logs_carry_no_library_noise(flow):
+    """No transformers load reports, weight-loading bars or terminal colour codes in the logs."""
+    logs = sorted(flow["out"].rglob("*.log"))
+    assert len(logs) >= 8
+    for log in logs:
+        text = log.read_text()
+        assert "LOAD REPORT" not in text and "Loading weights" not in text, log
+        assert "\x1b" not in text, log
+    upload = (flow["out"] / "logs/mmbench_upload.log").read_text()
+    assert f"Upload file: {flow['out'] / 'eval_results' / CKPT}/mmbench/answers_upload" in upload
+    assert "export TRANSFORMERS_VERBOSITY=" in (flow["out"] / "train.sh").read_text()
 
 
 def test_flow_runs_to_scores(flow):
@@ -140,16 +197,75 @@ def test_rerun_skips_finished_stages(flow, capsys):
 
 
 def test_redo_clears_stale_checkpoints(flow, capsys):
-    """--from-stage finetune must not let HF resume an old run's checkpoint."""
+    """--from-stage finetune must not let HF resume an old run's checkpoint, and the eval
+    results of the old checkpoint are stale at once: dj-pack refuses them."""
     stale = flow["out"] / f"training_dirs/{CKPT}/checkpoint-999"
     stale.mkdir()
     (stale / "trainer_state.json").write_text("{}")
     args = [str(flow["config"]), "--from-stage", "finetune", "--until", "finetune", "--quiet"]
     assert train_main(args) == 0
     said = capsys.readouterr().out
-    assert "redo, removing" in said and "checkpoint-999" in said
+    assert "rerun, removing" in said and "checkpoint-999" in said
     assert not stale.exists()
     assert "train_runtime" in (flow["out"] / f"training_dirs/{CKPT}/finetuning.log").read_text()
+    stages = _state(flow)["stages"]
+    assert stages["finetune"]["status"] == "done"
+    assert [stages[s]["status"] for s in ("textvqa", "mmbench", "scores")] == ["stale"] * 3
+    assert pack_main(["--config", str(flow["config"])]) == 2
+    err = capsys.readouterr().err
+    assert "stage textvqa is stale (an earlier stage (finetune) reruns)" in err
+
+
+def _state(flow) -> dict:
+    return json.loads((flow["out"] / "dj_train_state.json").read_text())
+
+
+def test_interrupted_redo_never_ships_old_stages(flow, capsys):
+    """The issue's sequence: --from-stage pretrain, Ctrl-C during pretrain, --resume, dj-pack.
+    The finetune and eval results of the old pretrain must not count as done, nor be packed."""
+    proc = subprocess.Popen(
+        [str(BIN / "dj-train"), str(flow["config"]), "--from-stage", "pretrain"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if "[dj-train] pretrain: pretrain" in line:
+            break
+    time.sleep(1.0)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=120) == 130, rest[-2000:]
+    assert "interrupted during stage pretrain" in rest and "run_flow" not in rest  # no traceback
+    stages = _state(flow)["stages"]
+    assert stages["pretrain"]["status"] == "interrupted"
+    assert {stages[s]["status"] for s in ("finetune", "textvqa", "mmbench", "scores")} == {"stale"}
+
+    assert train_main([str(flow["config"]), "--resume", "--until", "pretrain", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "[dj-train] pretrain: out of date (interrupted last time)" in said
+    stages = _state(flow)["stages"]
+    assert stages["pretrain"]["status"] == "done" and stages["finetune"]["status"] == "stale"
+    assert pack_main(["--config", str(flow["config"])]) == 2
+    assert "stage finetune is stale" in capsys.readouterr().err
+
+
+def test_resume_notices_an_edited_recipe(flow, capsys):
+    """An edited solution/recipe.yaml makes the recipe stage, and everything after it, stale."""
+    recipe = flow["root"] / "solution/recipe.yaml"
+    data = yaml.safe_load(recipe.read_text())
+    data["process"][1]["text_length_filter"]["min_len"] = 2  # still keeps every sample
+    recipe.write_text(yaml.safe_dump(data, sort_keys=False))
+    assert train_main([str(flow["config"]), "--resume", "--until", "cap", "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert "recipe: done earlier, skipped" not in said
+    assert "[dj-train] recipe: out of date (solution/recipe.yaml changed since it ran)" in said
+    stages = _state(flow)["stages"]
+    assert stages["recipe"]["status"] == stages["cap"]["status"] == "done"
+    assert stages["convert"]["status"] == "stale"
+    # a redo further on would train on data the new recipe did not make: refused
+    assert train_main([str(flow["config"]), "--from-stage", "pretrain", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "the earlier stage convert is out of date" in err and "start from convert" in err
 
 
 # ----------------------------------------------------------------------------- fast checks
@@ -293,7 +409,13 @@ def test_deepspeed_commands_carry_the_toolkits_arguments(tmp_path):
         return {flags[j]: flags[j + 1] for j in range(0, len(flags), 2)}
 
     pre_cmd, ft_cmd = _pretrain(rc)[0], _finetune(rc)[0]
-    assert pre_cmd.argv[:5] == ["deepspeed", "--num_gpus", "8", "--module", "dj_synth.tools.mgm.train"]
+    assert pre_cmd.argv[:5] == [
+        "deepspeed",
+        "--num_gpus",
+        "8",
+        "--module",
+        "dj_synth.tools.mgm.train",
+    ]
     pre, ft = as_dict(pre_cmd.argv), as_dict(ft_cmd.argv)
     assert pre["--deepspeed"].endswith("zero2_offload.json") and Path(pre["--deepspeed"]).is_file()
     common = {

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from dj_synth.tools.challenge.cli import pack_main
 from dj_synth.tools.challenge.pack import (
     PackError,
     arcname_problem,
     format_manifest,
-    pack_main,
     pack_submission,
     plan_package,
     write_package,
@@ -345,3 +345,89 @@ def test_invalid_yaml_is_named(tree):
     (tree["sol"] / "recipes/broken.yml").write_text("process: [\n")
     msg = refusal(tree)
     assert "recipes/broken.yml" in msg and "not valid YAML" in msg
+
+
+# ---------------------------------------------------------------------------- dj-train's record
+
+
+def _write_state(tree: dict[str, Path]) -> dict:
+    """A dj-train state for the tree: convert -> pretrain -> finetune -> textvqa, each stage
+    consuming what the one before it produced, finished in order."""
+    from dj_synth.tools.challenge.fingerprint import Fingerprints
+
+    fp = Fingerprints()
+    out = tree["out"]
+    pre = out / f"training_dirs/MGM-2B-Pretrain-{EXP}"
+    fin = out / f"training_dirs/{CKPT}"
+    answers = out / f"eval_results/{CKPT}/textvqa/bm1.jsonl"
+
+    def digests(*paths: Path) -> dict[str, str]:
+        return {str(p): fp.of(p) for p in paths}
+
+    def stage(minute: int, inputs: dict, outputs: dict) -> dict:
+        return {
+            "status": "done", "started": f"2025-01-01T10:{minute:02d}:00+00:00",
+            "finished": f"2025-01-01T10:{minute + 1:02d}:00+00:00",
+            "inputs": {"commands": "sha256:x", "paths": inputs}, "outputs": outputs,
+        }  # fmt: skip
+
+    state = {
+        "pretrain_data": str(tree["pretrain"]),
+        "stages": {
+            "convert": stage(0, {}, digests(tree["pretrain"])),
+            "pretrain": stage(
+                2,
+                digests(tree["pretrain"]),
+                digests(pre / "mm_projector.bin", pre / "pretrain.log"),
+            ),
+            "finetune": stage(
+                4, digests(pre / "mm_projector.bin"), digests(fin, fin / "finetuning.log")
+            ),
+            "textvqa": stage(6, digests(fin), digests(answers)),
+        },
+    }
+    (out / "dj_train_state.json").write_text(json.dumps(state))
+    return state
+
+
+def test_state_of_a_consistent_run_packs(tree):
+    _write_state(tree)
+    assert [a for _, a in plan_package(tree["out"], EXP, [tree["sol"], tree["readme"]])] == EXPECTED
+
+
+def test_checkpoint_replaced_after_eval_refused(tree):
+    """Eval results older than the checkpoint they claim: the finetune output changed since."""
+    _write_state(tree)
+    weights = tree["out"] / f"training_dirs/{CKPT}/model.safetensors"
+    weights.write_bytes(b"new weights, longer than before")
+    msg = refusal(tree)
+    assert f"training_dirs/{CKPT} changed after stage finetune wrote it" in msg
+
+
+def test_eval_not_derived_from_the_checkpoint_refused(tree):
+    """textvqa recorded a different checkpoint than finetune's last one (finetune reran)."""
+    state = _write_state(tree)
+    fin = str(tree["out"] / f"training_dirs/{CKPT}")
+    state["stages"]["textvqa"]["inputs"]["paths"][fin] = "folder:an-older-finetune"
+    (tree["out"] / "dj_train_state.json").write_text(json.dumps(state))
+    msg = refusal(tree)
+    assert f"stage textvqa consumed a different {fin} than stage finetune last produced" in msg
+
+
+def test_eval_started_before_finetune_finished_refused(tree):
+    state = _write_state(tree)
+    state["stages"]["textvqa"]["started"] = "2025-01-01T10:03:00+00:00"
+    (tree["out"] / "dj_train_state.json").write_text(json.dumps(state))
+    assert "stage textvqa started (2025-01-01T10:03:00+00:00) before stage finetune finished" in (
+        refusal(tree)
+    )
+
+
+def test_stale_or_unfingerprinted_stage_refused(tree):
+    state = _write_state(tree)
+    state["stages"]["finetune"].update(status="stale", reason="an earlier stage (pretrain) reruns")
+    del state["stages"]["convert"]["inputs"]
+    (tree["out"] / "dj_train_state.json").write_text(json.dumps(state))
+    msg = refusal(tree)
+    assert "stage finetune is stale (an earlier stage (pretrain) reruns)" in msg
+    assert "stage convert has no input fingerprints" in msg

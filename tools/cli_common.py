@@ -10,6 +10,7 @@ Usage errors exit 2, as a config error does in every dj-* command.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as _dist_version
 from typing import Annotated, Any
@@ -65,3 +66,15 @@ def make_app(help: str | None = None, *, commands: bool = True, **kwargs: Any) -
 
         _root.__doc__ = help
     return app
+
+
+def run_app(app: typer.Typer, prog_name: str, argv: Sequence[str] | None = None) -> int:
+    """Run ``app`` as the console script would and return its exit code (for entry points that
+    return an int, and for tests calling ``train_main([...])``)."""
+    try:
+        app(args=None if argv is None else list(argv), prog_name=prog_name)
+    except SystemExit as exc:
+        if exc.code is None:
+            return 0
+        return exc.code if isinstance(exc.code, int) else 1
+    return 0

@@ -10,10 +10,11 @@ the program name:
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
+from .cli_common import make_app
 from .llava import (
     DJ_EOC,
     LLAVA_IMAGE,
@@ -23,27 +24,38 @@ from .llava import (
     dj_to_llava,
     llava_to_dj,
 )
-from .prepare import CHALLENGE_CAP, cap_samples, check_global_batch, top_samples
+from .prepare import CHALLENGE_CAP, UnknownStatError, cap_samples, check_global_batch, top_samples
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False)
+app = make_app(
+    "Format conversion (Data-Juicer <-> LLaVA, byte-identical to Data-Juicer 1.6.1) and the "
+    "challenge's training-data preparation (the 200k cap, the global-batch rule). Exit 0 done, "
+    "2 a usage mistake, 1 bad data. Data-Juicer's spellings work too: --snake_case options "
+    "and --flag True/False.",
+    no_args_is_help=True,
+)
 
 _TRUE, _FALSE = {"true", "1", "yes"}, {"false", "0", "no"}
 
 
 def _opt(name: str, help: str, flag: bool = False):  # noqa: A002
-    """An option under both spellings: --dash-case and Data-Juicer's --snake_case."""
-    dash, snake = name.replace("_", "-"), name
+    """An option named in --dash-case; Data-Juicer's --snake_case reaches it through
+    `normalize_args` (declaring both spellings would double every help line)."""
+    dash = name.replace("_", "-")
     if flag:
-        return typer.Option(f"--{dash}/--no-{dash}", f"--{snake}/--no_{snake}", help=help)
-    return typer.Option(f"--{dash}", f"--{snake}", help=help)
+        return typer.Option(f"--{dash}/--no-{dash}", help=help)
+    return typer.Option(f"--{dash}", help=help)
 
 
 def normalize_bool_args(argv: list[str], flags: set[str]) -> list[str]:
-    """Fire-style `--restore_questions True` / `--flag=False` -> `--flag` / `--no-flag`."""
+    """Data-Juicer's (Fire's) spellings -> ours: `--snake_case` -> `--snake-case`, and
+    `--restore_questions True` / `--flag=False` -> `--restore-questions` / `--no-flag`."""
     out: list[str] = []
     i = 0
     while i < len(argv):
         arg = argv[i]
+        if arg.startswith("--") and arg != "--":
+            name, eq, value = arg.partition("=")
+            arg = "--" + name[2:].replace("_", "-") + eq + value
         name, eq, value = arg.partition("=")
         key = name.lstrip("-").replace("-", "_")
         if arg.startswith("--") and key in flags:
@@ -63,9 +75,10 @@ def normalize_bool_args(argv: list[str], flags: set[str]) -> list[str]:
     return out
 
 
-def _fail(exc: Exception) -> None:
+def _fail(exc: Exception, code: int = 1) -> NoReturn:
+    """One line on stderr; exit 1 for bad data, 2 for a usage mistake."""
     typer.echo(f"error: {exc}", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(code)
 
 
 def _write(convert, *args, out: str) -> None:
@@ -129,7 +142,13 @@ def cmd_cap(
 ) -> None:  # fmt: skip
     """At most N samples: the toolkit's seeded random sample, or the top N by a stats key."""
     if by:
-        _write(top_samples, in_path, out_path, by, max_samples, stats_file, out=out_path)
+        try:
+            n = top_samples(in_path, out_path, by, max_samples, stats_file)
+        except UnknownStatError as exc:
+            _fail(exc, 2)
+        except ValueError as exc:
+            _fail(exc)
+        typer.echo(f"wrote {n} samples to {out_path}", err=True)
     else:
         _write(cap_samples, in_path, out_path, max_samples, out=out_path)
 
@@ -143,14 +162,18 @@ def cmd_check_batch(
 ) -> None:  # fmt: skip
     """The toolkit's global-batch rule: batch x accumulation x GPUs = 256 / 128."""
     if stage not in ("pretrain", "finetune"):
-        _fail(ValueError(f"--stage must be pretrain or finetune, got {stage!r}"))
+        _fail(ValueError(f"--stage must be pretrain or finetune, got {stage!r}"), 2)
     if num_gpus is None:
         try:
             import torch
 
             num_gpus = torch.cuda.device_count()
         except ImportError:
-            _fail(ValueError("torch is not installed: pass --num-gpus"))
+            num_gpus = 0
+        if num_gpus == 0:
+            _fail(ValueError("no CUDA device here: pass --num-gpus N (the GPUs training uses)"), 2)
+    elif num_gpus < 1:
+        _fail(ValueError(f"--num-gpus must be at least 1, got {num_gpus}"), 2)
     try:
         typer.echo(check_global_batch(per_device_batch_size, grad_accum, num_gpus, stage))
     except ConversionError as exc:
@@ -165,8 +188,16 @@ _BOOL_FLAGS = {
 
 def main() -> None:
     """Console entry point: accepts Fire-style booleans (`--flag True`) as Data-Juicer's tools do."""
-    sys.argv[1:] = normalize_bool_args(sys.argv[1:], _BOOL_FLAGS)
-    app()
+    try:
+        sys.argv[1:] = normalize_bool_args(sys.argv[1:], _BOOL_FLAGS)
+    except typer.BadParameter as exc:
+        _usage_error(exc)
+    app(prog_name="dj-convert")
+
+
+def _usage_error(exc: Exception) -> NoReturn:
+    typer.echo(f"error: {exc}", err=True)
+    raise SystemExit(2)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,10 @@ CHALLENGE_CAP = 200_000
 GLOBAL_BATCH = {"pretrain": 256, "finetune": 128}
 
 
+class UnknownStatError(ConversionError):
+    """``--by KEY`` names a stats key no sample has (a usage mistake, not bad data)."""
+
+
 def _samples(path: str) -> Iterator[tuple[int, Any]]:
     for line_no, raw, _ in open_lines(path):
         if not raw.strip():
@@ -87,18 +91,34 @@ def top_samples(
     stats_iter = (s for _, s in _samples(stats_path)) if stats_path else None
     best: list[tuple[float, int]] = []  # min-heap of (value, -index)
     total = 0
+    known: set[str] = set()  # the stats keys seen, for the message when `key` is not one
+    found = False
     for index, (_, sample) in enumerate(_samples(in_path)):
         stats = next(stats_iter, None) if stats_iter is not None else None
         if stats_iter is not None:
             if stats is None:
                 raise ConversionError(f"{stats_path} has fewer lines than {in_path}")
             stats = stats.get("__dj__stats__", stats)
+        source = stats if stats is not None else sample.get("__dj__stats__")
+        if isinstance(source, dict):
+            found = found or key in source
+            if not found:
+                known.update(source)
         item = (stat_value(sample, key, stats), -index)
         if len(best) < max_samples:
             heapq.heappush(best, item)
         elif item > best[0]:
             heapq.heapreplace(best, item)
         total += 1
+    if total and not found:
+        where = stats_path or f"{in_path} (__dj__stats__)"
+        keys = ", ".join(sorted(known)) or (
+            "none; set keep_stats_in_res_ds: true in the recipe, or pass --stats-file "
+            "<export>_stats.jsonl"
+        )
+        raise UnknownStatError(
+            f"--by {key!r}: no sample has this stats key; the keys in {where}: {keys}"
+        )
     keep = {-neg for _, neg in best}
     count = 0
     with AtomicWriter(out_path) as out:
@@ -111,6 +131,11 @@ def top_samples(
 
 def check_global_batch(per_device: int, grad_accum: int, num_gpus: int, stage: str) -> str:
     """The toolkit's rule: per-device batch x accumulation x GPUs = 256 / 128. Raises if not."""
+    if min(per_device, grad_accum, num_gpus) < 1:
+        raise ConversionError(
+            f"{stage}: per-device batch ({per_device}), gradient accumulation ({grad_accum}) "
+            f"and GPUs ({num_gpus}) must all be at least 1"
+        )
     target = GLOBAL_BATCH[stage]
     total = per_device * grad_accum * num_gpus
     shown = f"{per_device} (per-device batch) x {grad_accum} (gradient accumulation) x {num_gpus} (GPUs) = {total}"

@@ -6,54 +6,99 @@ Exit codes: 0 done, 2 a config mistake or a refused package (nothing ran / nothi
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Annotated, Literal
+
+import typer
+
+from dj_synth.tools.cli_common import VersionOpt, make_app, run_app
+from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
 
 from .config import ConfigError, load_flow_config
-from .flow import STAGE_NAMES, FlowError, run_flow
+from .flow import STAGE_NAMES, FlowError, FlowInterrupted, run_flow
+from .pack import DEFAULT_CAP
+
+EXIT_CONFIG = 2  # a config mistake or a refused package: nothing ran, nothing written
+EXIT_FAILED = 1  # a stage failed
+
+train_app = make_app(commands=False)
+StageName = Literal[tuple(STAGE_NAMES)]  # type: ignore[valid-type]  # --from-stage choices
 
 
-def train_main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="dj-train",
-        description="recipe -> cap -> LLaVA JSON -> pretrain -> finetune -> TextVQA + MMBench "
-        "-> scores, from one config file (see recipes/challenge_flow.yaml)",
-    )
-    parser.add_argument("config", help="the flow config (YAML)")
-    parser.add_argument(
-        "--resume", action="store_true", help="skip the stages that finished earlier"
-    )
-    parser.add_argument(
-        "--from-stage", choices=STAGE_NAMES, help="redo this stage and every later one"
-    )
-    parser.add_argument("--until", choices=STAGE_NAMES, help="stop after this stage")
-    parser.add_argument(
-        "--dry-run", action="store_true", help="validate and print train.sh, run nothing"
-    )
-    parser.add_argument("--quiet", action="store_true", help="stage output only in the logs")
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+@train_app.command()
+def _train(
+    config: Annotated[Path, typer.Argument(metavar="CONFIG", help="The flow config (YAML).")],
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Skip the stages that finished and whose inputs are unchanged; "
+            "rerun from the first one that is out of date.",
+        ),
+    ] = False,
+    from_stage: Annotated[
+        StageName | None,
+        typer.Option(
+            "--from-stage",
+            metavar="STAGE",
+            help=f"Redo STAGE and every later one ({', '.join(STAGE_NAMES)}).",
+        ),
+    ] = None,
+    until: Annotated[
+        StageName | None,
+        typer.Option("--until", metavar="STAGE", help="Stop after STAGE."),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Validate and print train.sh; run nothing.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="Stage output only in the logs.")] = False,
+    version: VersionOpt = False,
+) -> None:
+    """recipe -> cap -> LLaVA JSON -> pretrain -> finetune -> TextVQA + MMBench -> scores, from
+    one config file (see recipes/challenge_flow.yaml). Exit 0 done, 2 config error, 1 a stage
+    failed, 130 interrupted."""
+    raise typer.Exit(train(config, resume, from_stage, until, dry_run, quiet))
+
+
+def train(
+    config: str | Path,
+    resume: bool = False,
+    from_stage: str | None = None,
+    until: str | None = None,
+    dry_run: bool = False,
+    quiet: bool = False,
+) -> int:
+    """``dj-train``'s work; returns the exit code."""
     try:
-        rc = load_flow_config(args.config)
-        if args.dry_run:
+        rc = load_flow_config(config)
+        if dry_run:
             from .flow import active_stages, render_script
 
             print(render_script(rc, active_stages(rc)))
             return 0
-        state = run_flow(
-            rc, resume=args.resume, from_stage=args.from_stage, until=args.until,
-            echo=not args.quiet,
-        )  # fmt: skip
+        state = run_flow(rc, resume=resume, from_stage=from_stage, until=until, echo=not quiet)
     except ConfigError as exc:
         print(f"dj-train: config error:\n{exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
+    except FlowInterrupted as exc:
+        print(f"dj-train: {exc}", file=sys.stderr)
+        return 130
+    except KeyboardInterrupt:  # before any stage started
+        print("dj-train: interrupted", file=sys.stderr)
+        return 130
     except FlowError as exc:
         print(f"dj-train: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     dirs = {"pretrain": rc.pretrain_dir, "finetune": rc.finetune_dir}
     print_summary(state, rc.eval_dir / "scores.json", dirs)
     return 0
+
+
+def train_main(argv: Sequence[str] | None = None) -> int:
+    """``dj-train`` console entry: ``train_main(["flow.yaml", "--resume"])`` returns the code."""
+    return run_app(train_app, "dj-train", argv)
 
 
 def loss_summary(output_dir: Path) -> str:
@@ -110,43 +155,95 @@ def print_summary(state: dict, scores_path: Path, train_dirs: dict[str, Path]) -
                     str(c["questions"]),
                 )  # fmt: skip
         console.print(t)
-        console.print(f"scores: {scores_path}")
+        console.print(f"scores: {scores_path}", soft_wrap=True)  # one line, never wrapped
+
+
+pack_app = make_app(commands=False)
+
+
+@pack_app.command()
+def _pack(
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            metavar="FLOW.yaml",
+            help="The dj-train config: takes --output-dir, --exp, --solution, --split and -o "
+            "from it (zip: the flow's folder/submit.zip).",
+        ),
+    ] = None,
+    output_dir: Annotated[
+        Path | None,
+        typer.Option("--output-dir", help="The toolkit's output/ folder.  [default: output]"),
+    ] = None,
+    exp: Annotated[
+        str | None, typer.Option("--exp", help="EXP_NAME used in train.sh.  [default: default]")
+    ] = None,
+    solution: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--solution",
+            metavar="PATH",
+            help="Recipes/code to include under solution/ (repeatable; a folder recursively; "
+            "a folder named solution/ becomes the package's solution/).",
+        ),
+    ] = None,
+    pretrain_data: Annotated[
+        Path | None,
+        typer.Option(
+            "--pretrain-data",
+            help="The LLaVA JSON/JSONL used for pretraining (default: from dj_train_state.json).",
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option("--split", help=f"MMBench split.  [default: {DEFAULT_SPLIT}]")
+    ] = None,
+    cap: Annotated[int, typer.Option("--cap", help="Max pretraining samples.")] = DEFAULT_CAP,
+    zip_path: Annotated[
+        Path | None, typer.Option("-o", "--zip", help="Zip to write.  [default: submit.zip]")
+    ] = None,
+    version: VersionOpt = False,
+) -> None:
+    """Check a finished challenge run and package it as submit.zip (solution/ + output/ logs
+    and eval results + MANIFEST.json). With --config the output folder, experiment, solution
+    and split come from the dj-train config; explicit flags win. Exit 0 written, 2 refused
+    (every reason on stderr), 1 an I/O error."""
+    from . import pack
+
+    if config is not None:
+        try:
+            rc = load_flow_config(config, check_inputs=False)
+        except ConfigError as exc:
+            print(f"dj-pack: config error:\n{exc}", file=sys.stderr)
+            raise typer.Exit(EXIT_CONFIG) from None
+        output_dir = output_dir or rc.output_dir
+        exp = exp or rc.cfg.exp_name
+        if not solution:
+            items = rc.cfg.solution or ([rc.cfg.recipe] if rc.cfg.recipe else [])
+            solution = [rc.path(item) for item in items]
+        if rc.cfg.eval.mmbench and split is None:
+            split = rc.cfg.eval.mmbench.split
+        zip_path = zip_path or rc.root / "submit.zip"
+    zip_path = zip_path or Path("submit.zip")
+    try:
+        entries = pack.pack_submission(
+            output_dir or Path("output"), exp or "default", solution or [], zip_path,
+            split=split or DEFAULT_SPLIT, pretrain_data=pretrain_data, cap=cap,
+        )  # fmt: skip
+    except pack.PackError as exc:
+        for line in exc.problems:
+            print(f"dj-pack: refused: {line}", file=sys.stderr)
+        raise typer.Exit(EXIT_CONFIG) from None
+    except OSError as exc:
+        print(f"dj-pack: error: {exc}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
+    print(pack.format_manifest(entries))
+    print(f"wrote {zip_path}")
 
 
 def pack_main(argv: Sequence[str] | None = None) -> int:
-    """``dj-pack``; with ``--config`` the output folder, experiment and solution come from the
-    flow config (explicit flags still win)."""
-    from . import pack
-
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if "--config" in argv:
-        i = argv.index("--config")
-        if i + 1 >= len(argv):
-            print("dj-pack: --config needs a file", file=sys.stderr)
-            return 2
-        path = argv[i + 1]
-        argv = argv[:i] + argv[i + 2 :]
-        try:
-            rc = load_flow_config(path, check_inputs=False)
-        except ConfigError as exc:
-            print(f"dj-pack: config error:\n{exc}", file=sys.stderr)
-            return 2
-        given = {a.split("=")[0] for a in argv}
-        extra: list[str] = []
-        if "--output-dir" not in given:
-            extra += ["--output-dir", str(rc.output_dir)]
-        if "--exp" not in given:
-            extra += ["--exp", rc.cfg.exp_name]
-        if "--solution" not in given:
-            items = rc.cfg.solution or ([rc.cfg.recipe] if rc.cfg.recipe else [])
-            for item in items:
-                extra += ["--solution", str(rc.path(item))]
-        if rc.cfg.eval.mmbench and "--split" not in given:
-            extra += ["--split", rc.cfg.eval.mmbench.split]
-        if "-o" not in given and "--zip" not in given:
-            extra += ["-o", str(rc.root / "submit.zip")]
-        argv = extra + argv
-    return pack.pack_main(argv)
+    """``dj-pack`` console entry; returns the exit code."""
+    return run_app(pack_app, "dj-pack", argv)
 
 
 if __name__ == "__main__":

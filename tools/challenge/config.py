@@ -3,17 +3,24 @@
 One YAML file replaces editing the shell script by hand. It is validated completely before any
 work starts: unknown keys, wrong types, global batches that break the challenge rule
 (256 pretrain / 128 finetune), inputs that do not exist -- every problem is listed at once, each
-with the key to fix. Relative paths are relative to ``root`` (default: the config file's folder),
-the challenge folder the toolkit's script runs in.
+with the key to fix.
+
+Paths resolve one way: a relative path in the config is relative to ``root`` (default: the
+config file's folder), the challenge folder the toolkit's script runs in -- never to the folder
+dj-train was started from. Every stage runs in ``root``, so the recipe's own relative paths
+(``dataset_path``, ``export_path``, model folders) resolve from ``root`` too, as Data-Juicer
+resolves them from the folder it runs in.
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
 import os
 import shutil
+from collections.abc import Iterator
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -133,6 +140,19 @@ class ResolvedConfig:
         self.source = source
         self.root = (source.parent / (cfg.root or ".")).resolve()
 
+    @contextlib.contextmanager
+    def in_root(self) -> Iterator[None]:
+        """Work in ``root``, as the flow's stages do: the recipe (run by dj-run in ``root``)
+        resolves its relative paths -- dataset, export, model folders -- from there, as
+        Data-Juicer resolves them from the folder it runs in; validation checks them the same
+        way, whatever folder dj-train was started from."""
+        old = os.getcwd()
+        os.chdir(self.root)
+        try:
+            yield
+        finally:
+            os.chdir(old)
+
     def path(self, value: str | None) -> Path | None:
         if value is None:
             return None
@@ -169,7 +189,8 @@ class ResolvedConfig:
         if self.cfg.recipe:
             from dj_synth.pipelines.recipe import load_recipe
 
-            export = load_recipe(self.path(self.cfg.recipe)).settings.export_path
+            with self.in_root():
+                export = load_recipe(self.path(self.cfg.recipe)).settings.export_path
             return self.path(export)  # type: ignore[return-value]
         return self.path(self.cfg.pretrain.dataset)  # type: ignore[return-value]
 
@@ -337,7 +358,8 @@ def check_paths(rc: ResolvedConfig) -> list[str]:
             from dj_synth.pipelines.recipe import load_recipe
 
             try:
-                settings = load_recipe(rc.path(cfg.recipe)).settings
+                with rc.in_root():
+                    settings = load_recipe(rc.path(cfg.recipe)).settings
                 if settings.export_shard_size or settings.export_format != "jsonl":
                     problems.append(
                         "recipe: the flow caps one Data-Juicer JSONL; set export_shard_size: 0 "

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -25,9 +26,15 @@ from pathlib import Path
 from typing import Any
 
 from .config import ResolvedConfig
+from .fingerprint import Fingerprints, text_digest
 
 STATE_FILE = "dj_train_state.json"
 PY = "$PYTHON"  # rendered in train.sh; replaced by sys.executable when run
+# Library noise kept out of the stage logs (exported in train.sh too; the caller's environment
+# wins): transformers' warnings and load reports (e.g. a CLIP checkpoint's unused text tower,
+# 23 lines per load), and its weight-loading / shard-writing progress bars.
+STAGE_ENV = {"TRANSFORMERS_VERBOSITY": "error", "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]")  # colour and cursor codes: not in logs
 
 
 class FlowError(RuntimeError):
@@ -52,8 +59,15 @@ class Stage:
     describe: str
     commands: Callable[[ResolvedConfig], list[Command]]
     outputs: Callable[[ResolvedConfig], list[Path]]  # must exist for the stage to count as done
-    # Folders a redo (--from-stage) must clear first: HF resumes from `checkpoint-*`, which
-    # after a new pretrain would silently continue the old finetune.
+    # Files and folders the stage reads (upstream outputs, data, models): with its command
+    # lines, their fingerprints decide whether a finished stage is still current.
+    inputs: Callable[[ResolvedConfig], list[Path | None]] = lambda rc: []
+    code: Callable[[ResolvedConfig], list[Path]] = lambda rc: []  # fingerprinted recursively
+    # What later stages and dj-pack take from it (default: `outputs`), fingerprinted when done.
+    products: Callable[[ResolvedConfig], list[Path]] | None = None
+    # Folders a rerun must clear first: HF resumes from `checkpoint-*`, which after a new
+    # pretrain would silently continue the old finetune. Kept only when resuming the same
+    # stage, with the same inputs, after it was interrupted or failed.
     stale: Callable[[ResolvedConfig], list[Path]] = lambda rc: []
 
 
@@ -249,15 +263,113 @@ def _scores(rc: ResolvedConfig) -> list[Command]:
     return [Command(argv, log=rc.output_dir / "logs" / "scores.log")]
 
 
+def _zoo(rc: ResolvedConfig) -> list[Path | None]:
+    z = rc.cfg.model_zoo
+    return [rc.path(z.llm), rc.path(z.vision_tower), rc.path(z.vision_tower_aux)]
+
+
+def _recipe_inputs(rc: ResolvedConfig) -> list[Path | None]:
+    """The recipe's dataset and every existing file or folder an operator argument names
+    (word lists, model folders), resolved from ``root`` as the recipe runs there."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(str(rc.path(rc.cfg.recipe))).read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return []
+    if not isinstance(data, dict):
+        return []
+    named = data.get("dataset_path")
+    named = list(named) if isinstance(named, list) else [named]
+    for entry in data.get("process") or []:
+        for args in entry.values() if isinstance(entry, dict) else []:
+            named += [v for v in (args or {}).values() if isinstance(v, str)]
+    found = []
+    for value in named:
+        if isinstance(value, str) and value and "\n" not in value and len(value) < 4096:
+            p = rc.path(value)
+            if p is not None and p.exists() and not _within(p, rc.output_dir):
+                found.append(p)
+    return found
+
+
+def _within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def _recipe_code(rc: ResolvedConfig) -> list[Path]:
+    """The recipe file and its custom operators (``custom_operator_paths``)."""
+    import yaml
+
+    recipe = rc.path(rc.cfg.recipe)
+    assert recipe is not None
+    try:
+        data = yaml.safe_load(recipe.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError):
+        return [recipe]
+    custom = data.get("custom_operator_paths") if isinstance(data, dict) else None
+    paths = [recipe]
+    for item in custom if isinstance(custom, list) else []:
+        p = Path(str(item))
+        paths.append(p if p.is_absolute() else recipe.parent / p)  # as the recipe loader does
+    return paths
+
+
+def _textvqa_inputs(rc: ResolvedConfig) -> list[Path | None]:
+    t = rc.cfg.eval.textvqa
+    assert t is not None
+    return [rc.finetune_dir, rc.path(t.question_file), rc.path(t.image_folder), *_zoo(rc)]
+
+
+def _mmbench_inputs(rc: ResolvedConfig) -> list[Path | None]:
+    m = rc.cfg.eval.mmbench
+    assert m is not None
+    return [rc.finetune_dir, rc.path(m.question_file), *_zoo(rc)]
+
+
+def _scores_inputs(rc: ResolvedConfig) -> list[Path | None]:
+    t, m = rc.cfg.eval.textvqa, rc.cfg.eval.mmbench
+    paths: list[Path | None] = []
+    if t is not None and t.annotation_file:
+        paths += [rc.path(t.annotation_file), rc.eval_dir / "textvqa" / "bm1.jsonl"]
+    if m is not None:
+        paths += [rc.path(m.question_file), mmbench_paths(rc)[0]]
+    return paths
+
+
 STAGES: list[Stage] = [
-    Stage("recipe", "dj-run the data recipe", _recipe, lambda rc: [rc.dataset]),
-    Stage("cap", "cap the pretrain samples", _cap, lambda rc: [rc.capped]),
-    Stage("convert", "Data-Juicer -> LLaVA JSON", _convert, lambda rc: [rc.llava_json]),
+    Stage(
+        "recipe",
+        "dj-run the data recipe",
+        _recipe,
+        lambda rc: [rc.dataset],
+        inputs=_recipe_inputs,
+        code=_recipe_code,
+    ),
+    Stage(
+        "cap",
+        "cap the pretrain samples",
+        _cap,
+        lambda rc: [rc.capped],
+        inputs=lambda rc: [rc.dataset, rc.path(rc.cfg.pretrain.stats_file)],
+    ),
+    Stage(
+        "convert",
+        "Data-Juicer -> LLaVA JSON",
+        _convert,
+        lambda rc: [rc.llava_json],
+        inputs=lambda rc: [rc.capped, rc.path(rc.cfg.pretrain.original_llava)],
+    ),
     Stage(
         "pretrain",
         "pretrain (projector)",
         _pretrain,
         outputs=lambda rc: [rc.pretrain_dir / "mm_projector.bin"],
+        inputs=lambda rc: [
+            rc.llava_json,
+            rc.path(rc.cfg.pretrain.image_folder),
+            *_zoo(rc),
+        ],
         stale=lambda rc: sorted(rc.pretrain_dir.glob("checkpoint-*")),
     ),
     Stage(
@@ -268,11 +380,36 @@ STAGES: list[Stage] = [
             rc.finetune_dir / "config.json",
             rc.finetune_dir / "model.safetensors.index.json",
         ],
+        inputs=lambda rc: [
+            rc.pretrain_dir / "mm_projector.bin",
+            rc.path(rc.cfg.finetune.data_path),
+            rc.path(rc.cfg.finetune.image_folder),
+            *_zoo(rc),
+        ],  # fmt: skip
+        products=lambda rc: [rc.finetune_dir],  # the checkpoint the evaluations load
         stale=lambda rc: sorted(rc.finetune_dir.glob("checkpoint-*")),
     ),
-    Stage("textvqa", "TextVQA answers", _textvqa, lambda rc: [rc.eval_dir / "textvqa/bm1.jsonl"]),
-    Stage("mmbench", "MMBench answers + upload xlsx", _mmbench, lambda rc: list(mmbench_paths(rc))),
-    Stage("scores", "local scores", _scores, lambda rc: [rc.eval_dir / "scores.json"]),
+    Stage(
+        "textvqa",
+        "TextVQA answers",
+        _textvqa,
+        lambda rc: [rc.eval_dir / "textvqa/bm1.jsonl"],
+        inputs=_textvqa_inputs,
+    ),
+    Stage(
+        "mmbench",
+        "MMBench answers + upload xlsx",
+        _mmbench,
+        lambda rc: list(mmbench_paths(rc)),
+        inputs=_mmbench_inputs,
+    ),
+    Stage(
+        "scores",
+        "local scores",
+        _scores,
+        lambda rc: [rc.eval_dir / "scores.json"],
+        inputs=_scores_inputs,
+    ),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
 
@@ -305,6 +442,7 @@ def render_script(rc: ResolvedConfig, stages: list[Stage]) -> str:
         "set -euo pipefail",
         f"cd {shlex.quote(str(rc.root))}",
         f"PYTHON=${{PYTHON:-{shlex.quote(sys.executable)}}}",
+        *[f"export {key}=${{{key}:-{value}}}" for key, value in STAGE_ENV.items()],
         "",
     ]
     for stage in stages:
@@ -321,13 +459,16 @@ def render_script(rc: ResolvedConfig, stages: list[Stage]) -> str:
 
 
 class State:
-    """``output/dj_train_state.json``: per-stage status; written after every change."""
+    """``output/dj_train_state.json``: per stage its status, times, and the fingerprints of
+    what it consumed (``inputs``) and produced (``outputs``); written after every change."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.data: dict[str, Any] = {"stages": {}}
         if path.is_file():
             self.data = json.loads(path.read_text())
+        self.data.setdefault("stages", {})
+        self.fingerprints = Fingerprints(self.data.setdefault("fingerprints", {}))
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -343,28 +484,97 @@ class State:
         self.save()
 
 
+# ----------------------------------------------------------------------------- fingerprints
+
+
+def stage_inputs(rc: ResolvedConfig, stage: Stage, fp: Fingerprints) -> dict[str, Any]:
+    """What the stage consumes now: its command lines (the config it uses) and its files."""
+    commands = "\n".join(cmd.render() for cmd in stage.commands(rc))
+    paths = {str(p): fp.of(p) for p in stage.inputs(rc) if p is not None}
+    paths.update({str(p): fp.of(p, deep=True) for p in stage.code(rc)})
+    return {"commands": text_digest(commands), "paths": paths}
+
+
+def stage_products(rc: ResolvedConfig, stage: Stage) -> list[Path]:
+    """What the stage leaves for later stages and dj-pack: its outputs and its logs."""
+    products = (stage.products or stage.outputs)(rc)
+    logs = [cmd.log for cmd in stage.commands(rc) if cmd.log is not None]
+    return list(dict.fromkeys([*products, *logs]))
+
+
+def out_of_date(
+    rc: ResolvedConfig, stage: Stage, record: dict[str, Any] | None, fp: Fingerprints
+) -> str | None:
+    """Why a stage must run again, or None when its finished run is still current: done, with
+    the same command lines and input fingerprints, and its outputs as it left them."""
+    if not record:
+        return "not run yet"
+    if record.get("status") != "done":
+        return f"{record.get('status', 'unknown')} last time"
+    if "inputs" not in record or "outputs" not in record:
+        return "recorded by an older dj-train, without input fingerprints"
+    now = stage_inputs(rc, stage, fp)
+    if now["commands"] != record["inputs"].get("commands"):
+        return "its command line changed (the config section it uses)"
+    before = record["inputs"].get("paths", {})
+    changed = [
+        p for p in sorted(set(now["paths"]) | set(before)) if now["paths"].get(p) != before.get(p)
+    ]
+    if changed:
+        return f"{', '.join(_short(rc, p) for p in changed[:3])} changed since it ran"
+    for path, digest in record["outputs"].items():
+        if fp.of(Path(path)) != digest:
+            return f"its output {_short(rc, path)} changed or is gone"
+    return None
+
+
+def _short(rc: ResolvedConfig, path: str) -> str:
+    try:
+        return str(Path(path).relative_to(rc.root))
+    except ValueError:
+        return path
+
+
 # ----------------------------------------------------------------------------- running
+
+
+class FlowInterrupted(FlowError):
+    """Ctrl-C during a stage: recorded as interrupted; ``--resume`` goes on from it."""
 
 
 def _run_command(cmd: Command, cwd: Path, echo: bool) -> int:
     argv = [sys.executable if a == PY else a for a in cmd.argv]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}  # lines reach the log as they happen
+    # the user's environment wins, as in train.sh (`${VAR:-default}`)
+    env = {**STAGE_ENV, **os.environ, "PYTHONUNBUFFERED": "1"}  # lines reach the log at once
     log = None
     if cmd.log is not None:
         cmd.log.parent.mkdir(parents=True, exist_ok=True)
         log = cmd.log.open("w", encoding="utf-8")
+    proc = None
     try:
         proc = subprocess.Popen(
-            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-        )
+            argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            errors="replace",
+        )  # fmt: skip
         assert proc.stdout is not None
         for line in proc.stdout:
+            line = ANSI_ESCAPE.sub("", line)
+            if line != "\n" and not line.strip():  # progress bars' blanking lines
+                continue
             if log is not None:
                 log.write(line)
                 log.flush()
             if echo:
                 sys.stdout.write(line)
         return proc.wait()
+    except KeyboardInterrupt:
+        if proc is not None and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        raise
     finally:
         if log is not None:
             log.close()
@@ -378,83 +588,136 @@ def run_flow(
     echo: bool = True,
     say: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Run the stages in order; returns the state. Raises ``FlowError`` on a failed stage."""
+    """Run the stages in order; returns the state. Raises ``FlowError`` on a failed stage.
+
+    A stage is skipped only while it is current (``out_of_date``); the first stage that is not
+    (or ``--from-stage``) runs, and every later stage is marked stale before anything runs, so
+    an interrupted rerun never leaves a later stage counted as done on top of a new one.
+    """
     stages = active_stages(rc)
     names = [s.name for s in stages]
     for flag, value in (("--from-stage", from_stage), ("--until", until)):
         if value is not None and value not in names:
             raise FlowError(f"{flag} {value!r}: not a stage of this config ({', '.join(names)})")
     state = State(rc.output_dir / STATE_FILE)
-    fingerprint = rc.fingerprint()
+    fp = state.fingerprints
+    records: dict[str, dict[str, Any]] = state.data["stages"]
+    for name in [n for n in records if n not in names]:  # stages this config no longer has
+        del records[name]
     done = set(state.done())
     if done and not resume and from_stage is None:
         raise FlowError(
             f"{rc.output_dir} already holds this flow's stages ({', '.join(sorted(done))}): pass "
-            "--resume to skip the finished ones, or --from-stage STAGE to redo from STAGE"
+            "--resume to rerun only what is out of date, or --from-stage STAGE to redo from STAGE"
         )
-    if done and resume and from_stage is None and state.data.get("config") != fingerprint:
-        raise FlowError(
-            "the config changed since the finished stages ran; pass --from-stage STAGE to redo "
-            "from the first stage the change affects"
-        )
-    start = names.index(from_stage) if from_stage else 0
-    for stage in stages[:start]:
-        if stage.name not in done:
-            raise FlowError(
-                f"--from-stage {from_stage}: the earlier stage {stage.name!r} has not finished; "
-                f"start from {stage.name}"
-            )
+    if from_stage is not None:
+        start = names.index(from_stage)
+        for stage in stages[:start]:
+            why = out_of_date(rc, stage, records.get(stage.name), fp)
+            if why:
+                raise FlowError(
+                    f"--from-stage {from_stage}: the earlier stage {stage.name} is out of date "
+                    f"({why}); start from {stage.name}, or pass --resume to rerun exactly what "
+                    "is out of date"
+                )
+        reason = "redo (--from-stage)"
+    else:
+        start, reason = len(stages), ""
+        for i, stage in enumerate(stages):
+            why = out_of_date(rc, stage, records.get(stage.name), fp)
+            if why:
+                start, reason = i, why
+                break
+    # the first stage picks up its own checkpoint only when it stopped early on the same inputs
+    first = records.get(names[start]) if start < len(stages) else None
+    resumable = (
+        from_stage is None
+        and first is not None
+        and first.get("status") in ("running", "failed", "interrupted")
+        and first.get("inputs") == stage_inputs(rc, stages[start], fp)
+    )
+    for stage in stages[start:]:
+        if stage.name in records:
+            why = reason if stage is stages[start] else f"an earlier stage ({names[start]}) reruns"
+            records[stage.name] = {**records[stage.name], "status": "stale", "reason": why}
     state.data.update(
         {
-            "config": fingerprint,
             "exp_name": rc.cfg.exp_name,
             "pretrain_data": str(rc.llava_json),
             "finetune_dir": str(rc.finetune_dir),
         }
     )
+    state.data.pop("config", None)  # the whole-config hash of older versions
     rc.output_dir.mkdir(parents=True, exist_ok=True)
     (rc.output_dir / "train.sh").write_text(render_script(rc, stages))
     os.chmod(rc.output_dir / "train.sh", 0o755)
     state.save()
     stop = names.index(until) + 1 if until else len(stages)
     for i, stage in enumerate(stages[:stop]):
-        missing = [p for p in stage.outputs(rc) if not p.exists()]
-        if i < start or (resume and from_stage is None and stage.name in done and not missing):
-            if stage.name in done and not missing:
-                say(f"[dj-train] {stage.name}: done earlier, skipped")
-                continue
-            if i < start:
-                raise FlowError(
-                    f"stage {stage.name} is marked done but its output is gone "
-                    f"({', '.join(map(str, missing))}); rerun with --from-stage {stage.name}"
-                )
-        say(f"[dj-train] {stage.name}: {stage.describe}")
-        if from_stage is not None:
-            for old in stage.stale(rc):
-                say(f"[dj-train] {stage.name}: redo, removing {old}")
-                shutil.rmtree(old)
-        began = time.time()
-        state.mark(stage.name, status="running", started=_now())
-        for cmd in stage.commands(rc):
-            rc_code = _run_command(cmd, rc.root, echo)
-            if rc_code != 0:
-                where = f"; log: {cmd.log}" if cmd.log else ""
-                state.mark(stage.name, status="failed", exit_code=rc_code, log=str(cmd.log))
-                raise FlowError(
-                    f"stage {stage.name} failed: `{' '.join(cmd.argv[:4])} ...` exited with "
-                    f"{rc_code}{where}. Fix it and rerun with --resume{_tail(cmd.log)}"
-                )
-        missing = [p for p in stage.outputs(rc) if not p.exists()]
-        if missing:
-            state.mark(stage.name, status="failed", missing=[str(p) for p in missing])
-            raise FlowError(
-                f"stage {stage.name} finished but did not write {', '.join(map(str, missing))}"
+        if i < start:
+            say(f"[dj-train] {stage.name}: done earlier, skipped")
+            continue
+        if i == start and done and from_stage is None:
+            say(
+                f"[dj-train] {stage.name}: out of date ({reason}); rerunning it and every later stage"
             )
-        state.mark(
-            stage.name, status="done", finished=_now(), seconds=round(time.time() - began, 1)
-        )
-        done.add(stage.name)
+        say(f"[dj-train] {stage.name}: {stage.describe}")
+        try:
+            _run_stage(rc, stage, state, echo, say, keep_checkpoints=i == start and resumable)
+        except KeyboardInterrupt:
+            record = state.data["stages"].get(stage.name, {})
+            if record.get("status") == "running":
+                state.mark(stage.name, **{**record, "status": "interrupted"})
+            raise FlowInterrupted(
+                f"interrupted during stage {stage.name}; `dj-train {rc.source} --resume` goes on "
+                "from it (the later stages are marked stale and rerun)"
+            ) from None
     return state.data
+
+
+def _run_stage(
+    rc: ResolvedConfig,
+    stage: Stage,
+    state: State,
+    echo: bool,
+    say: Callable[[str], None],
+    keep_checkpoints: bool,
+) -> None:
+    """Run one stage's commands; record what it consumed, then (done) what it produced."""
+    if not keep_checkpoints:
+        for old in stage.stale(rc):
+            say(f"[dj-train] {stage.name}: rerun, removing {old}")
+            shutil.rmtree(old)
+    fp = state.fingerprints
+    began, started = time.time(), _now()
+    inputs = stage_inputs(rc, stage, fp)
+    state.mark(stage.name, status="running", started=started, inputs=inputs)
+    for cmd in stage.commands(rc):
+        rc_code = _run_command(cmd, rc.root, echo)
+        if rc_code != 0:
+            where = f"; log: {cmd.log}" if cmd.log else ""
+            state.mark(
+                stage.name, status="failed", started=started, inputs=inputs,
+                exit_code=rc_code, log=str(cmd.log),
+            )  # fmt: skip
+            raise FlowError(
+                f"stage {stage.name} failed: `{' '.join(cmd.argv[:4])} ...` exited with "
+                f"{rc_code}{where}. Fix it and rerun with --resume{_tail(cmd.log)}"
+            )
+    missing = [p for p in stage.outputs(rc) if not p.exists()]
+    if missing:
+        state.mark(
+            stage.name, status="failed", started=started, inputs=inputs,
+            missing=[str(p) for p in missing],
+        )  # fmt: skip
+        raise FlowError(
+            f"stage {stage.name} finished but did not write {', '.join(map(str, missing))}"
+        )
+    outputs = {str(p): fp.of(p) for p in stage_products(rc, stage)}
+    state.mark(
+        stage.name, status="done", started=started, finished=_now(),
+        seconds=round(time.time() - began, 1), inputs=inputs, outputs=outputs,
+    )  # fmt: skip
 
 
 def _tail(log: Path | None, lines: int = 6) -> str:

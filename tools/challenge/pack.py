@@ -11,13 +11,11 @@ line each), so a participant fixes them in one round instead of rerunning the pa
 
 from __future__ import annotations
 
-import argparse
 import ast
 import hashlib
 import json
 import os
 import re
-import sys
 import tempfile
 import zipfile
 from collections.abc import Iterable, Sequence
@@ -29,6 +27,8 @@ import yaml
 
 from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
 
+from .fingerprint import chain_problems
+
 __all__ = [
     "DATA_JUICER_SYNTHESIS_OPS",
     "DEFAULT_CAP",
@@ -37,7 +37,6 @@ __all__ = [
     "PackError",
     "PackagePlan",
     "format_manifest",
-    "pack_main",
     "pack_submission",
     "plan_package",
     "write_package",
@@ -308,6 +307,19 @@ def _pretrain_count(
     return None
 
 
+def _stage_problems(state_path: Path) -> list[str]:
+    """A run made by dj-train: the eval results must come from the checkpoint, and the
+    checkpoint from the data, that the state file says each stage consumed (an interrupted
+    or partial rerun leaves later stages stale)."""
+    try:
+        state = json.loads(_read_text(state_path))
+    except ValueError:
+        return []  # reported where the pretrain data is read
+    if not isinstance(state, dict) or not state.get("stages"):
+        return []
+    return [f"{_rel(state_path)}: {p}" for p in chain_problems(state)]
+
+
 def _recipe_ops(process: Any) -> list[str]:
     """Operator names of a recipe's `process` list (`{op: {args}}` items or bare names)."""
     names: list[str] = []
@@ -501,6 +513,11 @@ def plan_package(
             "the --solution paths hold no files: the challenge requires the data recipe in solution/"
         )
 
+    # --- dj-train's record: every stage finished, each on what its upstream stage last produced
+    state_path = out / "dj_train_state.json"
+    if out.is_dir() and state_path.is_file():
+        problems += _stage_problems(state_path)
+
     # --- the 200k pretraining cap
     if out.is_dir():
         counted = _pretrain_count(
@@ -638,59 +655,3 @@ def format_manifest(entries: Sequence[ManifestEntry]) -> str:
     total = sum(e.size for e in entries)
     lines.append(f"{len(entries)} files, {total:,} bytes ({_human(total)}) + {MANIFEST_NAME}")
     return "\n".join(lines)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="dj-pack",
-        description="Check a finished challenge run and package it as submit.zip "
-        "(solution/ + output/ logs and eval results + MANIFEST.json).",
-    )
-    parser.add_argument("--output-dir", default="output", help="the toolkit's output/ directory")
-    parser.add_argument("--exp", default="default", help="EXP_NAME used in train.sh")
-    parser.add_argument(
-        "--solution",
-        action="append",
-        default=[],
-        help="recipes/code to include under solution/ (repeatable; a directory recursively; "
-        "a folder named solution/ becomes the package's solution/)",
-    )
-    parser.add_argument(
-        "--pretrain-data", default=None, help="the LLaVA JSON/JSONL used for pretraining"
-    )
-    parser.add_argument("--split", default=DEFAULT_SPLIT, help="MMBench split name")
-    parser.add_argument("--cap", type=int, default=DEFAULT_CAP, help="max pretraining samples")
-    parser.add_argument("-o", "--zip", dest="zip_path", default="submit.zip", help="zip to write")
-    return parser
-
-
-def pack_main(argv: list[str] | None = None) -> int:
-    """`dj-pack` entry point: 0 on success, 2 on refusal (one reason per stderr line)."""
-    try:
-        args = _parser().parse_args(argv)
-    except SystemExit as exc:  # --help or a usage error: argparse already printed
-        return exc.code if isinstance(exc.code, int) else 2
-    try:
-        entries = pack_submission(
-            args.output_dir,
-            args.exp,
-            args.solution,
-            args.zip_path,
-            split=args.split,
-            pretrain_data=args.pretrain_data,
-            cap=args.cap,
-        )
-    except PackError as exc:
-        for line in exc.problems:
-            print(f"dj-pack: refused: {line}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"dj-pack: error: {exc}", file=sys.stderr)
-        return 1
-    print(format_manifest(entries))
-    print(f"wrote {args.zip_path}")
-    return 0
-
-
-if __name__ == "__main__":  # pragma: no cover
-    raise SystemExit(pack_main())

@@ -63,7 +63,10 @@ def make_challenge(root: str | Path, blip2: str | None = None) -> Path:
     if blip2 is None:
         from dj_synth.tools.tiny_models import make_tiny_models
 
-        blip2 = make_tiny_models(root / "tiny_models")["blip2"]
+        make_tiny_models(root / "tiny_models")
+        blip2 = "tiny_models/blip2"  # the recipe runs in root: its paths resolve from there
+    else:
+        blip2 = str(Path(blip2).resolve())
     pre = root / "input" / "pretrain_stage_1"
     (pre / "images").mkdir(parents=True)
     dj_lines, originals = [], []
@@ -71,7 +74,7 @@ def make_challenge(root: str | Path, blip2: str | None = None) -> Path:
         Image.new("RGB", (64 + 8 * i, 64), colour).save(pre / "images" / f"{i}.jpg")
         sid = f"{i:09d}"
         dj_lines.append(
-            {"id": sid, "images": [f"{pre}/images/{i}.jpg"],
+            {"id": sid, "images": [f"images/{i}.jpg"],  # from the dataset's folder, as DJ
              "text": f"<__dj__image>\na photo of colour {i} <|__dj__eoc|>"}
         )  # fmt: skip
         originals.append(
@@ -118,7 +121,7 @@ def make_challenge(root: str | Path, blip2: str | None = None) -> Path:
     sol.mkdir()
     recipe = {
         "project_name": "tiny-synth",
-        "dataset_path": str(pre / "mgm_pretrain_stage_1.jsonl"),
+        "dataset_path": "input/pretrain_stage_1/mgm_pretrain_stage_1.jsonl",
         "export_path": "output/data/pretrain.jsonl",
         "np": 1,
         "process": [
@@ -153,7 +156,7 @@ def make_challenge(root: str | Path, blip2: str | None = None) -> Path:
                 "annotation_file": f"{ev.relative_to(root)}/textvqa/TextVQA_0.5.1_val.json",
             },
             "mmbench": {"question_file": f"{ev.relative_to(root)}/mmbench/{SPLIT}.tsv"},
-            "batch_size": 3,
+            "batch_size": 1,  # toolkit fidelity: one prompt at a time, as MGM
         },
         "launcher": "python",
         "bf16": False,

@@ -16,11 +16,12 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-app = typer.Typer(
-    add_completion=False,
+from dj_synth.tools.cli_common import make_app
+
+app = make_app(
+    "Local TextVQA / MMBench scorers matching the MGM challenge's upstream scripts. "
+    "Exit 0 scored, 2 bad input.",
     no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="Local TextVQA / MMBench scorers matching the MGM challenge's upstream scripts.",
 )
 
 EXIT_BAD_INPUT = 2
@@ -203,7 +204,7 @@ def _print_mmbench(result: dict[str, Any]) -> None:
             )
         console.print(table)
     if "upload_xlsx" in result:
-        console.print(f"Upload file: {result['upload_xlsx']}")
+        console.print(f"Upload file: {result['upload_xlsx']}", soft_wrap=True)
 
 
 def _one_line(exc: BaseException) -> str:
