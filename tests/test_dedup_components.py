@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 from helpers import run_op
 from test_text_dedup_planted import ROWS
@@ -23,19 +24,33 @@ def _entries(name: str, rows: list[dict], **args):
     ]
 
 
-def _hamming_entries(n: int = 600, seed: int = 0):
-    """Clusters of 64-bit hashes (a few bits flipped) and chains that only connect in steps."""
+def _hamming_entries(n: int = 600, seed: int = 0, thumbs: bool = False):
+    """Clusters of 64-bit hashes (a few bits flipped) and chains that only connect in steps.
+    With `thumbs`, image keys for verification: cluster members carry their base's
+    thumbnail with a little noise, except every third one, whose thumbnail is unrelated."""
     rng = random.Random(seed)
+    nrng = np.random.default_rng(seed)
     keys = []
     for _ in range(n // 6):
         base = rng.getrandbits(64)
-        keys.append(base)
-        for _ in range(rng.randint(0, 4)):
-            keys.append(base ^ sum(1 << b for b in rng.sample(range(64), rng.randint(0, 9))))
+        look = nrng.integers(0, 256, 192)
+        keys.append((base, look))
+        for j in range(rng.randint(0, 4)):
+            h = base ^ sum(1 << b for b in rng.sample(range(64), rng.randint(0, 9)))
+            other = nrng.integers(0, 256, 192) if j % 3 == 2 else look + nrng.integers(-3, 4, 192)
+            keys.append((h, other))
     rng.shuffle(keys)
     return [
-        (rng.random() if i % 4 else None, (i, 0), SampleRef(i, "t", i + 1), f"i{i}", (f"{k:016x}",))
-        for i, k in enumerate(keys)
+        (
+            rng.random() if i % 4 else None,
+            (i, 0),
+            SampleRef(i, "t", i + 1),
+            f"i{i}",
+            ((f"{k:016x}",), None, (np.clip(t, 0, 255).astype(np.uint8).tobytes(),))
+            if thumbs
+            else (f"{k:016x}",),
+        )
+        for i, (k, t) in enumerate(keys)
     ]
 
 
@@ -60,13 +75,22 @@ def test_text_dedup_components_equal_global(name, args, policy):
 
 @pytest.mark.parametrize("policy", ["first", "max"])
 @pytest.mark.parametrize("threshold", [3, 8])
-def test_hamming_components_equal_global(threshold, policy):
+@pytest.mark.parametrize("verify", [False, True])
+def test_hamming_components_equal_global(threshold, policy, verify):
     keep = {} if policy == "first" else {"keep_policy": policy, "keep_stats_key": "s"}
-    op = get_operator("image_deduplicator")(hamming_threshold=threshold, **keep)
-    entries = _hamming_entries()
+    check = {} if verify else {"max_thumbnail_distance": None}
+    op = get_operator("image_deduplicator")(hamming_threshold=threshold, **check, **keep)
+    entries = _hamming_entries(thumbs=verify)
     drops = decide(op, entries)
-    assert len(drops) > 60  # of ~200 planted variants; more at the larger threshold
+    assert len(drops) > 50  # of ~200 planted variants; more at the larger threshold
     assert decide_by_components(op, entries) == drops
+    if verify:  # the unrelated thumbnails kept some that the hash alone drops
+        hash_only = get_operator("image_deduplicator")(
+            hamming_threshold=threshold, max_thumbnail_distance=None, **keep
+        )
+        plain = [(*e[:4], e[4][0]) for e in entries]
+        assert len(decide(hash_only, plain)) > len(drops)
+        assert all("thumbnail distance" in reason for reason in drops.values())
 
 
 def test_components_union_find():

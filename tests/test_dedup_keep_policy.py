@@ -123,8 +123,8 @@ def test_ranked_policy_same_output_for_any_np(tmp_path, photos):
 def test_ranked_greedy_does_not_chain():
     """Best first: B is within 2 bits of A (dropped), C is 2 bits from B but 4 from A (kept)."""
     op = get_operator("image_deduplicator")(
-        hamming_threshold=2, keep_policy="max", keep_stats_key="s"
-    )
+        hamming_threshold=2, max_thumbnail_distance=None, keep_policy="max", keep_stats_key="s"
+    )  # hash keys alone (the thumbnail check has its own tests)
     a, b, c = 0b0000, 0b0011, 0b1111
     entries = [
         (0.1, (0, 0), SampleRef(0, "t", 1), "C", (f"{c:016x}",)),

@@ -4,15 +4,22 @@ with a Hamming threshold, distinct photos are not, and every drop names its kept
 from __future__ import annotations
 
 import json
+import math
 import os
 import random
+import re
 
+import imagehash
+import numpy as np
 import pytest
-from helpers import read_jsonl, run_recipe, write_recipe
-from PIL import Image
+from helpers import read_jsonl, run_op, run_recipe, write_recipe
+from PIL import Image, ImageDraw, ImageEnhance
 
+from dj_synth.operators import get_operator
+from dj_synth.operators.base import DEDUP_KEY
 from dj_synth.operators.batch import SampleRef
 from dj_synth.operators.hamming_index import HammingIndex
+from dj_synth.operators.image_deduplicator import phash_batch, thumbnail_distance
 
 skimage_data = pytest.importorskip("skimage.data")
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "horse", "page",
@@ -90,7 +97,8 @@ def test_threshold_finds_variants_and_spares_distinct_photos(planted):
     assert len(found) == len(truth) == 108  # recall 100%: variants are within 4 bits here
     for variant, reason in found.items():
         assert reason.startswith(f"near-duplicate of id='{truth[variant]}'"), (variant, reason)
-        assert int(reason.rsplit(" ", 1)[1]) <= 10
+        m = re.search(r"hamming distance (\d+), thumbnail distance ([\d.]+)$", reason)
+        assert m and int(m.group(1)) <= 10 and float(m.group(2)) <= 1.4, reason
     assert set(found) <= set(truth)  # precision: no distinct photo is dropped
     # exact matching (Data-Juicer's) misses some re-encodings that the threshold finds
     _run(root, data, "t0", 0)
@@ -125,3 +133,126 @@ def test_index_matches_brute_force():
                 kept.append(i)
             else:
                 assert reason is not None and f"#{brute})" in reason
+
+
+# -- verified near-duplicates: flat images, crops and colour jitter ----------------------
+
+
+def _flat(seed: int, side: int = 64) -> Image.Image:
+    """A gradient between two random colours and 1-3 random shapes (the kind of image on
+    which pHash puts distinct pictures within a few bits of each other)."""
+    rng = random.Random(seed)
+    c0, c1 = (np.array([rng.randint(0, 255) for _ in range(3)], np.float32) for _ in range(2))
+    angle = rng.uniform(0, 2 * math.pi)
+    ys, xs = np.mgrid[0:side, 0:side].astype(np.float32) / side
+    t = xs * math.cos(angle) + ys * math.sin(angle)
+    t = (t - t.min()) / (t.max() - t.min())
+    img = Image.fromarray((c0 + (c1 - c0) * t[..., None]).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(rng.randint(1, 3)):
+        colour = tuple(rng.randint(0, 255) for _ in range(3))
+        x0, y0 = rng.randint(0, side - 8), rng.randint(0, side - 8)
+        x1, y1 = x0 + rng.randint(6, side // 2), y0 + rng.randint(6, side // 2)
+        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)((x0, y0, x1, y1), fill=colour)
+    return img
+
+
+def _variant(img: Image.Image, kind: str) -> Image.Image:
+    w, h = img.size
+    if kind == "crop":  # 3% off each side
+        return img.crop((2, 2, w - 2, h - 2))
+    if kind == "jitter":
+        img = ImageEnhance.Brightness(img).enhance(1.1)
+        img = ImageEnhance.Contrast(img).enhance(0.9)
+        return ImageEnhance.Color(img).enhance(1.15)
+    if kind == "x2":
+        return img.resize((2 * w, 2 * h), Image.Resampling.LANCZOS)
+    return img  # "q70" and "png": the same pixels, another encoding
+
+
+def _ref_phash(path) -> int:
+    """pHash by imagehash itself on the decode PIL gives (independent of our batch DCT)."""
+    with Image.open(path) as img:
+        img.draft("RGB", (64, 64))
+        return int(str(imagehash.phash(img.convert("RGB"))), 16)
+
+
+@pytest.fixture(scope="module")
+def flat_corpus(tmp_path_factory):
+    """400 distinct flat images, then variants of the first 40 (crop, colour jitter, 2x,
+    JPEG q70, PNG), each variant after all originals."""
+    root = tmp_path_factory.mktemp("flat")
+    rows, originals, variants = [], [], {}
+    for i in range(400):
+        path = root / f"o{i}.jpg"
+        _flat(i).save(path, quality=90)
+        originals.append(path)
+        rows.append({"id": f"o{i}", "text": "x", "images": [str(path)]})
+    for i in range(40):
+        for kind in ("crop", "jitter", "x2", "q70", "png"):
+            path = root / f"v{i}_{kind}.{'png' if kind == 'png' else 'jpg'}"
+            _variant(_flat(i), kind).save(path, **({} if kind == "png" else {"quality": 70}))
+            rows.append({"id": f"v{i}_{kind}", "text": "x", "images": [str(path)]})
+            variants[f"v{i}_{kind}"] = (f"o{i}", path)
+    return rows, originals, variants
+
+
+def test_verified_near_duplicates_keep_distinct_flat_images(flat_corpus):
+    rows, originals, variants = flat_corpus
+    t = 8
+    refs = [_ref_phash(p) for p in originals]
+    close = [(i, j) for i in range(400) for j in range(i + 1, 400)
+             if (refs[i] ^ refs[j]).bit_count() <= t]  # fmt: skip
+    assert len(close) >= 5  # distinct originals within the threshold: the test has teeth
+    # planted variants within the threshold of their original (the hash can find them)
+    findable = {
+        vid: orig
+        for vid, (orig, path) in variants.items()
+        if (_ref_phash(path) ^ refs[int(orig[1:])]).bit_count() <= t
+    }
+    assert len(findable) >= 180  # of 200: most crops stay within 8 bits too
+
+    def dropped(**args):
+        index = get_operator("image_deduplicator")(hamming_threshold=t, **args).new_index()
+        out, _ = run_op("image_deduplicator", rows, hamming_threshold=t, **args)
+        reasons = {}
+        for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs):
+            reason = index.admit(key, ref, row["id"])
+            if reason:
+                reasons[row["id"]] = reason
+        return reasons
+
+    hash_only = dropped(max_thumbnail_distance=None)
+    assert {f"o{j}" for _, j in close} <= set(hash_only)  # the hash alone drops them
+    verified = dropped()
+    assert not [sid for sid in verified if sid.startswith("o")]  # every original is kept
+    for vid, orig in findable.items():  # every findable variant is caught, by its original
+        assert verified.get(vid, "").startswith(f"near-duplicate of id='{orig}'"), vid
+    for vid, reason in verified.items():  # the others: caught through a kept sibling
+        family = vid.split("_")[0][1:]
+        assert re.match(rf"near-duplicate of id='(o{family}|v{family}_\w+)'", reason), reason
+
+
+def test_phash_batch_is_imagehash():
+    rng = np.random.default_rng(0)
+    grays = rng.integers(0, 256, (40, 32, 32)).astype(np.uint8)
+    grays[:20] = np.asarray(  # smooth ones too, where many coefficients are small
+        [np.asarray(Image.fromarray(g).resize((4, 4)).resize((32, 32))) for g in grays[:20]]
+    )
+    ours = phash_batch(grays)
+    assert ours == [str(imagehash.phash(Image.fromarray(g))) for g in grays]
+    # a flat image: every AC term is 0 (imagehash's FFT leaves noise there), DC > median
+    assert phash_batch(np.full((1, 32, 32), 77, np.uint8)) == ["8000000000000000"]
+
+
+def test_thumbnail_distance_worked_examples():
+    board = np.indices((8, 8)).sum(axis=0) % 2  # checkerboard of 0/1, 8x8
+    rgb = lambda a: np.repeat(a[..., None], 3, axis=2).astype(np.uint8).tobytes()  # noqa: E731
+    low_high = rgb(50 + 100 * board)  # mean 100, std 50: normalised cells are -1 / +1
+    assert thumbnail_distance(low_high, low_high) == 0.0
+    # +10 levels everywhere: the same normalised cells; the means differ by 10 / std 50
+    assert thumbnail_distance(low_high, rgb(60 + 100 * board)) == pytest.approx(0.2)
+    # the inverse board: every normalised cell flips from -1 to +1 or back
+    assert thumbnail_distance(low_high, rgb(150 - 100 * board)) == pytest.approx(2.0)
+    # flat black vs flat white: std floored at 8, means 255 apart
+    assert thumbnail_distance(rgb(0 * board), rgb(0 * board + 255)) == pytest.approx(255 / 8)
