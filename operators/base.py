@@ -3,7 +3,11 @@
 Every operator is called by executors through `Op.run(batch, ledger)`, which
 splits the batch to the operator's `batch_size`, times it, counts rows in and
 out, and isolates failures: if a batch raises, it is retried row by row and
-only the rows that still fail are quarantined with their error.
+only the rows that still fail are quarantined with their error. When every row of
+a batch fails with the same exception, the operator has a bug (bad data is not
+that uniform): `OperatorError` stops the run. With the recipe's `op_timeout_s`,
+a CPU operator gets that long per batch and then per sample: a sample over it is
+quarantined, so one pathological input never stalls a run.
 
 Concrete operators implement one small method set:
 - `Mapper.process(batch) -> batch`
@@ -14,10 +18,15 @@ Concrete operators implement one small method set:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
+import signal
+import threading
 import time
-from collections.abc import Hashable
+import traceback
+from collections.abc import Hashable, Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar, Literal
 
 from .batch import Batch, SampleRef
@@ -38,6 +47,43 @@ IGNORED_OP_ARGS = frozenset(
 )  # fmt: skip
 
 DEDUP_KEY = "__dj__dedup_key__"  # column carrying hash keys from workers to the dedup index
+
+
+class OperatorError(RuntimeError):
+    """An operator failed the same way on every row of a batch: a bug in code, not bad data."""
+
+    def __init__(self, op: str, error: str, trace: str) -> None:
+        super().__init__(op, error, trace)
+        self.op, self.error, self.trace = op, error, trace
+
+    def __str__(self) -> str:
+        return (
+            f"operator {self.op} failed on every sample of a batch with {self.error}; "
+            "this is a bug in the operator or its settings, not bad data"
+        )
+
+
+class OpTimeout(Exception):
+    """A sample took longer than the recipe's `op_timeout_s`."""
+
+
+@contextmanager
+def time_limit(seconds: float | None) -> Iterator[None]:
+    """Raise `OpTimeout` in this thread after `seconds` (SIGALRM; main thread only, else off)."""
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise OpTimeout(f"took longer than op_timeout_s={seconds:g}")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 class Op:
@@ -100,37 +146,77 @@ class Op:
             self.setup(device, rank)
             self._prepared = True
 
+    def check(self) -> None:
+        """Called once the operator is built (at recipe load): refuse inconsistent settings."""
+
     def run(self, batch: Batch, ledger: Ledger) -> Batch:
         """Apply to `batch`, recording counts, time, drops and errors in `ledger`."""
         self.prepare()  # executors prepare first with the worker's device; tests may not
         start = time.perf_counter()
         metrics = ledger.op(self.index)
-        parts = [self._guarded(part, ledger) for part in batch.slices(self.batch_size)]
-        out = parts[0] if len(parts) == 1 else Batch.concat(parts, batch.ctx)
+        view = self._view(batch)
+        parts = [self._guarded(part, ledger) for part in view.slices(self.batch_size)]
+        out = parts[0] if len(parts) == 1 else Batch.concat(parts, view.ctx)
+        out.ctx = batch.ctx
         metrics.n_in += len(batch)
         metrics.n_out += len(out)
         metrics.seconds += time.perf_counter() - start
         return out
+
+    def _view(self, batch: Batch) -> Batch:
+        """The batch as this operator's own keys and tokens name it (per-op `text_key`...)."""
+        ctx = batch.ctx
+        mine = {
+            "text_key": self.text_key or ctx.text_key,
+            "image_key": self.image_key or ctx.image_key,
+            "image_token": self.image_special_token or ctx.image_token,
+            "eoc_token": self.eoc_special_token or ctx.eoc_token,
+        }
+        if all(getattr(ctx, k) == v for k, v in mine.items()):
+            return batch
+        return Batch(batch.columns, batch.refs, dataclasses.replace(ctx, **mine))
+
+    @property
+    def _timeout(self) -> bool:
+        """The per-sample time limit applies to CPU operators (not to model inference)."""
+        return self.accelerator == "cpu" and self.fork_safe
 
     def _guarded(self, batch: Batch, ledger: Ledger) -> Batch:
         if self.needs_pixels:
             batch = self._decode_pixels(batch, ledger)
             if not len(batch):
                 return batch
+        limit = batch.ctx.op_timeout_s if self._timeout else None
         try:
-            return self._apply(batch, ledger)
+            with time_limit(limit):
+                return self._apply(batch, ledger)
         except Exception as exc:
             if len(batch) == 1:
                 self._quarantine(batch, exc, ledger)
                 return batch.take([])
-        kept = []
+        kept, failures = [], []
         for i in range(len(batch)):
             row = batch.take([i])
             try:
-                kept.append(self._apply(row, ledger))
+                with time_limit(limit):
+                    kept.append(self._apply(row, ledger))
             except Exception as exc:
-                self._quarantine(row, exc, ledger)
+                failures.append((row, exc))
+        self._stop_if_bug(len(batch), failures)
+        for row, exc in failures:
+            self._quarantine(row, exc, ledger)
         return Batch.concat(kept, batch.ctx) if kept else batch.take([])
+
+    def _stop_if_bug(self, n_rows: int, failures: list[tuple[Batch, Exception]]) -> None:
+        """Every row failing with one exception type is a bug: raise `OperatorError`."""
+        if n_rows < 2 or len(failures) < n_rows:
+            return
+        kinds = {type(exc) for _, exc in failures}
+        exc = failures[0][1]
+        if len(kinds) > 1 or isinstance(exc, (MediaError, OpTimeout)):
+            return
+        trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        raise OperatorError(f"process[{self.index}] {self.name}", _describe(exc), trace)
 
     def _decode_pixels(self, batch: Batch, ledger: Ledger) -> Batch:
         """Decode all images (threads; PIL releases the GIL) into the shared media cache."""
@@ -277,6 +363,20 @@ class RangeFilter(Filter):
 
     def compute(self, batch: Batch) -> list[Any]:
         raise NotImplementedError
+
+    def check(self) -> None:
+        """A typo in `stats_key`, `min_arg` or `max_arg` fails at load, not on every sample."""
+        super().check()
+        cls = type(self).__name__
+        if not isinstance(getattr(self, "stats_key", None), str):
+            raise TypeError(f"{cls} must set the class attribute stats_key (a string)")
+        for attr in ("min_arg", "max_arg"):
+            name = getattr(self, attr, None)
+            if not isinstance(name, str) or not hasattr(self, name):
+                raise TypeError(
+                    f"{cls}.{attr} = {name!r} names no attribute of the operator (set in "
+                    f"__init__); attributes: {', '.join(sorted(vars(self)))}"
+                )
 
     def compute_stats(self, batch: Batch) -> None:
         values = self.compute(batch)

@@ -48,6 +48,7 @@ class BatchContext:
     image_key: str = "images"
     image_token: str = IMAGE_TOKEN
     eoc_token: str = EOC_TOKEN
+    op_timeout_s: float | None = None  # CPU operators: seconds per batch, then per sample
     media: MediaCache = field(default_factory=MediaCache)
 
 

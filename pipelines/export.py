@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 EXPORT_SUFFIXES = (".jsonl", ".json")
@@ -45,20 +46,23 @@ class AtomicWriter:
         self.path = path
         self.tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp")
         os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-        self._fh = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         self.lines = 0
         self.bytes = 0
 
     def write(self, line: bytes) -> None:
         """One JSON Lines record (the newline is added)."""
-        self._fh.write(line)
-        self._fh.write(b"\n")
+        self.file.write(line)
+        self.file.write(b"\n")
         self.lines += 1
         self.bytes += len(line) + 1
 
     def write_raw(self, data: bytes) -> None:
-        self._fh.write(data)
+        self.file.write(data)
         self.bytes += len(data)
+
+    def close(self) -> None:
+        self.file.close()
 
     def __enter__(self) -> AtomicWriter:
         return self
@@ -71,12 +75,12 @@ class AtomicWriter:
             self.abort()
 
     def commit(self) -> str:
-        self._fh.close()
+        self.file.close()
         os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
-        self._fh.close()
+        self.file.close()
         if os.path.exists(self.tmp):
             os.remove(self.tmp)
 
@@ -106,22 +110,40 @@ class ShardedWriter:
         self.lines += 1
 
     def commit(self) -> list[str]:
+        """Rename the shards into place; a previous run's files under this name go away."""
         if not self._shards:  # an empty result is still a (empty) file
             self._shards.append(AtomicWriter(f"{self.export_path}.part0"))
         if self.shard_size <= 0:
             self._shards[0].path = self.export_path
-            return [self._shards[0].commit()]
-        base, suffix = _split_suffix(self.export_path)
-        n = len(self._shards)
-        paths = []
-        for i, shard in enumerate(self._shards):
-            shard.path = f"{base}-{i}-of-{n}{suffix}"
-            paths.append(shard.commit())
+            paths = [self._shards[0].commit()]
+        else:
+            base, suffix = _split_suffix(self.export_path)
+            n = len(self._shards)
+            paths = []
+            for i, shard in enumerate(self._shards):
+                shard.path = f"{base}-{i}-of-{n}{suffix}"
+                paths.append(shard.commit())
+        remove_stale_exports(self.export_path, keep=paths)
         return paths
 
     def abort(self) -> None:
         for shard in self._shards:
             shard.abort()
+
+
+def remove_stale_exports(export_path: str, keep: list[str]) -> None:
+    """Delete a previous run's export under this name (one file or `-i-of-n` shards, and
+    temp files a killed run left), so a folder never mixes two runs' outputs."""
+    base, suffix = _split_suffix(export_path)
+    folder = os.path.dirname(os.path.abspath(export_path))
+    name = re.escape(os.path.basename(base))
+    ours = re.compile(rf"{name}(-\d+-of-\d+)?{re.escape(suffix)}")
+    temp = re.compile(rf"\.{name}(-\d+-of-\d+)?{re.escape(suffix)}.*\.tmp")
+    kept = {os.path.abspath(p) for p in keep}
+    for entry in os.listdir(folder):
+        path = os.path.join(folder, entry)
+        if path not in kept and (ours.fullmatch(entry) or temp.fullmatch(entry)):
+            os.remove(path)
 
 
 def _split_suffix(path: str) -> tuple[str, str]:
@@ -138,14 +160,18 @@ def stats_path(export_path: str) -> str:
 
 
 class RecordWriters:
-    """Filtered samples per operator (`work_dir/filtered/NN_<op>.jsonl`) and the quarantine."""
+    """Filtered samples per operator (`work_dir/filtered/NN_<op>.jsonl`) and the quarantine.
+
+    Quarantine records are kept per stage and joined in stage order on commit, so the
+    file is the same whichever way the data moved (streaming interleaves stages,
+    sharded runs finish one stage before the next).
+    """
 
     def __init__(self, work_dir: str) -> None:
         self.filtered_dir = os.path.join(work_dir, "filtered")
         self.quarantine_path = os.path.join(work_dir, "quarantine.jsonl")
         self._filtered: dict[int, AtomicWriter] = {}
-        self._names: dict[int, str] = {}
-        self.quarantine = AtomicWriter(self.quarantine_path)
+        self._quarantine: dict[int, AtomicWriter] = {}
 
     def filtered_path(self, op_index: int, op_name: str) -> str:
         return _safe_child(self.filtered_dir, f"{op_index:02d}_{op_name}.jsonl")
@@ -155,15 +181,25 @@ class RecordWriters:
             self._filtered[op_index] = AtomicWriter(self.filtered_path(op_index, op_name))
         self._filtered[op_index].write(line)
 
+    def write_quarantine(self, stage: int, line: bytes) -> None:
+        if stage not in self._quarantine:
+            self._quarantine[stage] = AtomicWriter(f"{self.quarantine_path}.stage{stage}")
+        self._quarantine[stage].write(line)
+
     def commit(self) -> dict[str, object]:
         files = {w.commit(): w.lines for w in self._filtered.values()}
         for old in Path(self.filtered_dir).glob("[0-9][0-9]_*.jsonl"):
             if str(old) not in files:  # a previous run's records must not mix with this run's
                 old.unlink()
-        self.quarantine.commit()
+        with AtomicWriter(self.quarantine_path) as out:
+            for stage in sorted(self._quarantine):
+                part = self._quarantine[stage]
+                part.close()
+                with open(part.tmp, "rb") as fh:
+                    shutil.copyfileobj(fh, out.file)
+                part.abort()
         return {"filtered": files, "quarantine": self.quarantine_path}
 
     def abort(self) -> None:
-        for w in self._filtered.values():
+        for w in [*self._filtered.values(), *self._quarantine.values()]:
             w.abort()
-        self.quarantine.abort()

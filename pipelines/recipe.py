@@ -4,6 +4,8 @@ Keys and operator arguments follow Data-Juicer, so its recipes load unchanged.
 Data-Juicer keys we do not act on are accepted with a warning; anything else
 unknown is an error that names the closest known key. Every `process` entry is
 checked against its operator's signature and type hints, then instantiated.
+Every problem of a recipe is reported at once (porting a recipe should not be a
+loop of reruns).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import difflib
 import inspect
 import logging
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,10 @@ from dj_synth.operators import Deduplicator, Filter, Op, get_operator, load_cust
 from dj_synth.operators.base import IGNORED_OP_ARGS
 
 log = logging.getLogger("dj_synth")
+
+
+# Numbers YAML 1.1 (PyYAML) reads as strings but Data-Juicer's parser reads as numbers.
+_YAML11_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class RecipeError(ValueError):
@@ -71,6 +78,8 @@ class RecipeSettings(BaseModel):
     # ours
     io_batch_size: int = 512
     image_check: Literal["none", "exists", "header", "decode"] = "header"
+    op_timeout_s: float | None = 60.0  # CPU operators: per batch, then per sample
+    max_quarantine_ratio: float = 0.5  # operator errors over this share stop the run
     export_format: Literal["jsonl", "llava"] = "jsonl"
     llava_export_path: str | None = None
     llava_options: dict[str, Any] = {}
@@ -200,7 +209,9 @@ def _entry_name(entry: Any) -> str | None:
 def validate_recipe(
     data: dict[str, Any], source: str = "<recipe>", base_dir: Path | None = None
 ) -> Recipe:
+    """A fully checked `Recipe`, or one `RecipeError` that lists every problem found."""
     warnings: list[str] = []
+    errors: list[str] = []
     known = set(RecipeSettings.model_fields)
     clean: dict[str, Any] = {}
     for key, value in data.items():
@@ -211,39 +222,71 @@ def validate_recipe(
         else:
             close = difflib.get_close_matches(str(key), known | DJ_IGNORED_KEYS, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RecipeError(f"{source}: unknown recipe key {key!r}{hint}")
+            errors.append(f"{source}: unknown recipe key {key!r}{hint}")
     if "dataset_path" not in clean:
-        raise RecipeError(
+        errors.append(
             f"{source}: 'dataset_path' is required (the input JSONL file, folder or glob)"
         )
+    settings = _settings(clean, source, errors)
+    _check_settings(settings, source, base_dir, errors)
+    recipe = Recipe(settings=settings, ops=[], path=source, warnings=warnings)
+    process = settings.process if isinstance(settings.process, list) else []
+    specs = [_validate_entry(i, e, recipe, source, warnings, errors) for i, e in enumerate(process)]
+    recipe.ops = [spec for spec in specs if spec is not None]
+    if len(recipe.ops) == len(process):  # every entry built: check what spans entries
+        try:
+            _check_keep_stats_keys(recipe.build_ops(), source)
+        except RecipeError as exc:
+            errors.append(str(exc))
+    if errors:
+        head = f"{source}: {len(errors)} problems:\n" if len(errors) > 1 else ""
+        raise RecipeError(head + "\n".join(errors))
+    for w in warnings:
+        log.warning(w)
+    return recipe
+
+
+def _settings(clean: dict[str, Any], source: str, errors: list[str]) -> RecipeSettings:
+    """The validated global keys; with errors, the valid ones (so entries are still checked)."""
     try:
-        settings = RecipeSettings(**clean)
+        return RecipeSettings(**{"dataset_path": "", **clean})
     except ValidationError as exc:
-        raise RecipeError(_pydantic_message(source, "recipe key", exc)) from None
+        errors.extend(_pydantic_message(source, "recipe key", exc).splitlines())
+        bad = {str(err["loc"][0]) for err in exc.errors() if err["loc"]}
+        good = {k: v for k, v in clean.items() if k not in bad}
+        try:
+            return RecipeSettings(**{"dataset_path": "", **good})
+        except ValidationError:
+            return RecipeSettings(dataset_path="")
+
+
+def _check_settings(
+    settings: RecipeSettings, source: str, base_dir: Path | None, errors: list[str]
+) -> None:
     if settings.np < 1:
-        raise RecipeError(f"{source}: 'np' must be >= 1, got {settings.np}")
+        errors.append(f"{source}: 'np' must be >= 1, got {settings.np}")
     if settings.export_shard_size < 0:
-        raise RecipeError(f"{source}: 'export_shard_size' must be >= 0 bytes")
+        errors.append(f"{source}: 'export_shard_size' must be >= 0 bytes")
+    if settings.io_batch_size < 1:
+        errors.append(f"{source}: 'io_batch_size' must be >= 1, got {settings.io_batch_size}")
+    if settings.op_timeout_s is not None and settings.op_timeout_s <= 0:
+        errors.append(f"{source}: 'op_timeout_s' must be > 0 seconds (or null for no limit)")
+    if not 0 < settings.max_quarantine_ratio <= 1:
+        errors.append(f"{source}: 'max_quarantine_ratio' must be in (0, 1]")
     if settings.custom_operator_paths:
         paths = [str(_resolve(p, base_dir)) for p in settings.custom_operator_paths]
         try:
             load_custom_operators(paths)
+            settings.custom_operator_paths = paths
         except Exception as exc:
-            raise RecipeError(f"{source}: cannot load custom operators: {exc}") from None
-        settings.custom_operator_paths = paths
+            errors.append(f"{source}: cannot load custom operators: {exc}")
     if settings.export_format == "llava":
-        _check_llava(settings, source)
+        try:
+            _check_llava(settings, source)
+        except RecipeError as exc:
+            errors.append(str(exc))
     if not isinstance(settings.process, list):
-        raise RecipeError(f"{source}: 'process' must be a list of operators")
-    recipe = Recipe(settings=settings, ops=[], path=source, warnings=warnings)
-    recipe.ops = [
-        _validate_entry(i, entry, recipe, source, warnings)
-        for i, entry in enumerate(settings.process)
-    ]
-    _check_keep_stats_keys(recipe.build_ops(), source)  # constructors check their own args
-    for w in warnings:
-        log.warning(w)
-    return recipe
+        errors.append(f"{source}: 'process' must be a list of operators")
 
 
 def _check_llava(settings: RecipeSettings, source: str) -> None:
@@ -295,23 +338,28 @@ def _resolve(p: str, base_dir: Path | None) -> Path:
 
 
 def _validate_entry(
-    index: int, entry: Any, recipe: Recipe, source: str, warnings: list[str]
-) -> OpSpec:
+    index: int, entry: Any, recipe: Recipe, source: str, warnings: list[str], errors: list[str]
+) -> OpSpec | None:
+    """The entry's checked arguments; its problems go to `errors` (then None)."""
     where = f"{source}: process[{index}]"
     name = _entry_name(entry)
     if name is None:
-        raise RecipeError(f"{where}: each entry must be `- op_name:` followed by its arguments")
+        errors.append(f"{where}: each entry must be `- op_name:` followed by its arguments")
+        return None
     args = entry[name] if isinstance(entry, dict) else None
     if args is None:
         args = {}
     if not isinstance(args, dict):
-        raise RecipeError(f"{where} {name}: arguments must be a mapping, got {type(args).__name__}")
+        errors.append(f"{where} {name}: arguments must be a mapping, got {type(args).__name__}")
+        return None
     try:
         cls = get_operator(name)
     except KeyError as exc:
-        raise RecipeError(f"{where}: {exc.args[0]}") from None
+        errors.append(f"{where}: {exc.args[0]}")
+        return None
     params = operator_parameters(cls)
     checked: dict[str, Any] = {}
+    n_errors = len(errors)
     for arg, value in args.items():
         if arg in IGNORED_OP_ARGS:
             warnings.append(f"{name}: argument {arg!r} is a Data-Juicer option dj-synth ignores")
@@ -319,18 +367,23 @@ def _validate_entry(
         if arg not in params:
             close = difflib.get_close_matches(arg, params, n=1, cutoff=0.6)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise RecipeError(
+            errors.append(
                 f"{where} {name}: unknown argument {arg!r}{hint}. "
                 f"Known arguments: {', '.join(sorted(params))}"
             )
+            continue
         annotation = params[arg]
+        if isinstance(value, str) and _YAML11_NUMBER.fullmatch(value):
+            value = float(value)  # `2e5`: a string to YAML 1.1, a number to Data-Juicer
         try:
             checked[arg] = TypeAdapter(annotation).validate_python(value)
         except ValidationError:
-            raise RecipeError(
+            errors.append(
                 f"{where} {name}: argument {arg!r} expects {_type_name(annotation)}, "
                 f"got {type(value).__name__} {value!r}"
-            ) from None
+            )
+    if len(errors) > n_errors:
+        return None
     # Data-Juicer injects the dataset's keys and tokens into every op that leaves them unset.
     s = recipe.settings
     defaults = {
@@ -342,17 +395,21 @@ def _validate_entry(
     for key, value in defaults.items():
         if checked.get(key) is None:
             checked[key] = value
-    spec = OpSpec(name, checked)
     try:
-        get_operator(name)(**checked)
+        cls(**checked).check()
     except Exception as exc:
-        raise RecipeError(f"{where} {name}: {exc}") from None
-    return spec
+        errors.append(f"{where} {name}: {exc}")
+        return None
+    return OpSpec(name, checked)
 
 
-def operator_parameters(cls: type[Op]) -> dict[str, Any]:
-    """Argument name -> type hint, over the class and its bases (as `**kwargs` forwards)."""
-    params: dict[str, Any] = {}
+NO_DEFAULT = inspect.Parameter.empty
+
+
+def operator_signature(cls: type[Op]) -> dict[str, tuple[Any, Any]]:
+    """Argument name -> (type hint, default or NO_DEFAULT), over the class and its bases
+    (as `**kwargs` forwards them); the most derived definition wins."""
+    params: dict[str, tuple[Any, Any]] = {}
     for klass in reversed(cls.__mro__):
         init = klass.__dict__.get("__init__")
         if init is None or klass is object:
@@ -361,8 +418,13 @@ def operator_parameters(cls: type[Op]) -> dict[str, Any]:
         for p in inspect.signature(init).parameters.values():
             if p.name == "self" or p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
                 continue
-            params[p.name] = hints.get(p.name, Any)
+            params[p.name] = (hints.get(p.name, Any), p.default)
     return params
+
+
+def operator_parameters(cls: type[Op]) -> dict[str, Any]:
+    """Argument name -> type hint (what the loader checks values against)."""
+    return {name: hint for name, (hint, _) in operator_signature(cls).items()}
 
 
 def _type_name(annotation: Any) -> str:

@@ -1,8 +1,8 @@
 """The input cut into shards: the unit of work, retry and resume of the sharded executors.
 
 A shard is a run of consecutive samples of one input file. Plain JSONL shards are
-byte ranges (workers read their own range); a compressed or Parquet file is one
-shard. The plan numbers samples exactly as the streaming reader does (blank lines
+byte ranges (workers read their own range); a compressed, JSON-array or Parquet file
+is one shard. The plan numbers samples exactly as the streaming reader does (blank lines
 skipped, input order), so dedup decisions and outputs match the local executor's.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 
 from dj_synth.operators.batch import SampleRef
 
-from .dataset import BOM, DatasetReader, RawItem
+from .dataset import BOM, DatasetReader, RawItem, is_json_array
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,8 @@ class ShardSpec:
 
 
 def _plain(path: str) -> bool:
-    return path.endswith((".jsonl", ".json"))
+    """JSON Lines read by byte range; anything else is one shard read by the reader."""
+    return path.endswith((".jsonl", ".json")) and not is_json_array(path)
 
 
 def plan_shards(files: list[str], shard_size: int) -> tuple[list[ShardSpec], int]:
@@ -78,7 +79,7 @@ def read_shard(spec: ShardSpec) -> list[RawItem]:
     """The shard's samples with the same refs the streaming reader gives them."""
     if spec.start < 0:
         reader = DatasetReader([spec.path])
-        reader._ordinal = spec.first_ordinal
+        reader.samples_read = spec.first_ordinal
         return [item for items in reader.batches(1 << 30) for item in items]
     with open(spec.path, "rb") as fh:
         fh.seek(spec.start)

@@ -26,7 +26,7 @@ from dj_synth.operators.ledger import Ledger, OpMetrics, QuarantineRecord
 from dj_synth.operators.media import MediaCache
 from dj_synth.operators.models import pick_device
 
-from .dataset import IngestError, RawItem, check_sample, parse_line
+from .dataset import IngestError, RawItem, Unreadable, check_sample, parse_line
 from .recipe import Recipe
 
 
@@ -166,6 +166,7 @@ class StageRunner:
             image_key=s.image_key,
             image_token=s.image_special_token,
             eoc_token=s.eoc_special_token,
+            op_timeout_s=s.op_timeout_s,
         )
 
     def run(self, stage_index: int, items: list[RawItem]) -> StageOutput:
@@ -218,10 +219,12 @@ class StageRunner:
                 check_sample(sample, base_dir, self.text_key, s.image_key, s.image_check, ctx.media)
             except IngestError as exc:
                 raw = item.payload
+                if isinstance(raw, Unreadable):
+                    raw = raw.raw or None
                 raw_text = (
                     raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else None
                 )
-                row = None if isinstance(raw, bytes) else raw
+                row = raw if isinstance(raw, dict) else None
                 ledger.quarantined.append(
                     QuarantineRecord("read", str(exc), item.ref, row=row, raw=raw_text)
                 )

@@ -10,8 +10,8 @@ import yaml
 
 from dj_synth.operators import Batch, SampleRef, get_operator
 from dj_synth.operators.ledger import Ledger
-from dj_synth.pipelines.local_executor import LocalExecutor
 from dj_synth.pipelines.recipe import load_recipe
+from dj_synth.pipelines.run import run_recipe as run_loaded
 
 
 def run_op(name: str, rows: list[dict[str, Any]], **args: Any) -> tuple[Batch, Ledger]:
@@ -28,7 +28,7 @@ def write_recipe(path: Path, **settings: Any) -> Path:
 
 
 def run_recipe(path: Path, *overrides: str) -> dict[str, Any]:
-    return LocalExecutor(load_recipe(path, list(overrides)), progress=False).run()
+    return run_loaded(load_recipe(path, list(overrides)), progress=False)
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:

@@ -171,12 +171,12 @@ def test_filtered_records_say_which_op_and_why(tmp_path):
 def test_failed_run_leaves_no_partial_export(tmp_path, monkeypatch):
     data = tmp_path / "d.jsonl"
     data.write_text("\n".join(make_dataset(tmp_path, n=50)) + "\n")
-    from dj_synth.pipelines import local_executor
+    from dj_synth.pipelines import output
 
     def boom(self, *a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(local_executor.LocalExecutor, "_absorb", boom)
+    monkeypatch.setattr(output.RunOutput, "absorb", boom)
     with pytest.raises(KeyboardInterrupt):
         _run(tmp_path, "fail", data, np=1)
     assert not (tmp_path / "fail" / "res.jsonl").exists()

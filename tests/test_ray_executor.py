@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -15,9 +16,9 @@ from helpers import write_recipe
 
 ray = pytest.importorskip("ray")
 
-from dj_synth.pipelines.local_executor import LocalExecutor  # noqa: E402
-from dj_synth.pipelines.ray_executor import RayConnectionError, RayExecutor  # noqa: E402
+from dj_synth.pipelines.ray_backend import RayConnectionError  # noqa: E402
 from dj_synth.pipelines.recipe import load_recipe  # noqa: E402
+from dj_synth.pipelines.run import run_recipe  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DJ_RUN = str(Path(sys.executable).parent / "dj-run")
@@ -46,43 +47,70 @@ def ray_instance():
 
 
 def _outputs(summary: dict) -> dict:
-    """What must match across executors: the export (in file order), records and counts."""
+    """What must match across modes: the export files (names and bytes), stats files, LLaVA
+    export, records and counts."""
     work = Path(summary["work_dir"])
-    export = b"".join(Path(p).read_bytes() for p in summary["export_files"])
-    filtered = {Path(p).name: Path(p).read_bytes() for p in summary["filtered_files"]}
+
+    def files(key: str) -> dict[str, bytes]:
+        return {Path(p).name: Path(p).read_bytes() for p in summary.get(key) or []}
+
     keys = ("input_samples", "exported_samples", "filtered", "quarantined_samples",
             "quarantine_reasons", "generated_samples", "skipped_blank_lines")  # fmt: skip
     counts = {k: summary[k] for k in keys}
     counts["ops"] = [
         (o["name"], o["in"], o["out"], o["filtered"], o["quarantined"]) for o in summary["ops"]
     ]
-    return {"export": export, "filtered": filtered, "counts": counts,
+    llava = summary.get("llava_export_file")
+    return {"export": files("export_files"), "stats": files("stats_files"),
+            "filtered": {Path(p).name: Path(p).read_bytes() for p in summary["filtered_files"]},
+            "llava": Path(llava).read_bytes() if llava else None, "counts": counts,
             "quarantine": (work / "quarantine.jsonl").read_bytes()}  # fmt: skip
 
 
-def _both(recipe_path: Path, tmp_path: Path, *overrides: str, shard: int = 8) -> tuple[dict, dict]:
-    """Local and Ray runs; Ray shards of 4 x `shard` samples (default 8: several shards)."""
-    local = load_recipe(recipe_path, [f"export_path={tmp_path}/local/out.jsonl", *overrides])
-    remote = load_recipe(
-        recipe_path,
-        [
-            f"export_path={tmp_path}/ray/out.jsonl",
-            "executor_type=ray",
-            f"io_batch_size={shard}",
-            *overrides,
-        ],
-    )
-    a = LocalExecutor(local, progress=False).run()
-    b = RayExecutor(remote).run()
-    assert b["executor"] == "ray" and (b["shards"] > 1) == (shard == 8)
-    return _outputs(a), _outputs(b)
+MODES = {
+    "streaming": [],
+    "sharded-local": ["use_checkpoint=true"],
+    "ray": ["executor_type=ray"],
+}
 
 
-def test_parity_demo_recipe(tmp_path, monkeypatch):
+def _modes(recipe_path: Path, tmp_path: Path, *overrides: str, shard: int = 8) -> list[dict]:
+    """The recipe run streaming, sharded on the local pool and on Ray (shards of 4 x `shard`
+    samples; the default 8 makes several); each mode's outputs."""
+    results = []
+    for mode, extra in MODES.items():
+        out = tmp_path / mode
+        args = [f"export_path={out}/out.jsonl", f"io_batch_size={shard}", *extra, *overrides]
+        summary = run_recipe(load_recipe(recipe_path, args), progress=False)
+        assert summary["mode"] == ("streaming" if mode == "streaming" else "sharded")
+        if mode != "streaming":
+            assert (summary["shards"] > 1) == (shard == 8)
+        results.append(_outputs(summary))
+    return results
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [[], ["export_shard_size=3000", "export_format=llava"], ["keep_stats_in_res_ds=true"]],
+    ids=["plain", "export-shards+llava", "stats-in-result"],
+)
+def test_parity_demo_recipe(tmp_path, monkeypatch, settings):
     monkeypatch.chdir(REPO)
-    a, b = _both(REPO / "recipes" / "demo.yaml", tmp_path)
-    assert a == b
+    if "export_format=llava" in settings:  # the demo's captions get questions back by id
+        ids = re.findall(r'^\{"id": "([^"]+)"', (REPO / "demo" / "demo.jsonl").read_text(), re.M)
+        turns = [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "x"}]
+        original = tmp_path / "orig.json"
+        original.write_text(json.dumps([{"id": i, "image": "x.jpg", "conversations": turns}
+                                        for i in ids]))  # fmt: skip
+        options = {"restore_questions": True, "original_llava_ds_path": str(original)}
+        settings = [*settings, f"llava_options={json.dumps(options)}"]
+    a, b, c = _modes(REPO / "recipes" / "demo.yaml", tmp_path, *settings)
+    assert a == b == c
     assert a["counts"]["quarantined_samples"] > 0 and sum(a["counts"]["filtered"].values()) > 0
+    if "export_format=llava" in settings:
+        assert len(a["export"]) > 1 and a["llava"]
+    if "keep_stats_in_res_ds=true" in settings:
+        assert not a["stats"] and b"__dj__stats__" in next(iter(a["export"].values()))
 
 
 @pytest.mark.parametrize("shard", [8, 512], ids=["many-shards", "one-shard"])
@@ -100,8 +128,8 @@ def test_parity_dedup_recipe_with_keep_policy(tmp_path, monkeypatch, shard):
             {"document_deduplicator": {"lowercase": True, "ignore_non_character": True}},
         ],
     )  # fmt: skip
-    a, b = _both(recipe, tmp_path, shard=shard)
-    assert a == b
+    a, b, c = _modes(recipe, tmp_path, shard=shard)
+    assert a == b == c
     assert a["counts"]["filtered"]["image_deduplicator"] > 0
 
 
@@ -120,9 +148,23 @@ def test_parity_tiny_recaption_recipe_on_actor_pools(tmp_path, monkeypatch, tiny
                                               "accelerator": "cpu"}},
         ],
     )  # fmt: skip
-    a, b = _both(recipe, tmp_path)
-    assert a == b
+    a, b, c = _modes(recipe, tmp_path)
+    # Model scores depend in their last float bits on how rows were batched (a shard is one
+    # batch, a stream is cut by io_batch_size): the stats files agree to float precision.
+    stats = [_stats_values(x.pop("stats")) for x in (a, b, c)]
+    assert stats[1] == pytest.approx(stats[0], abs=1e-5)
+    assert stats[2] == pytest.approx(stats[0], abs=1e-5)
+    assert a == b == c
     assert a["counts"]["generated_samples"] > 0
+
+
+def _stats_values(files: dict[str, bytes]) -> list[float]:
+    values = []
+    for data in files.values():
+        for line in data.splitlines():
+            for v in json.loads(line)["__dj__stats__"].values():
+                values.extend(v if isinstance(v, list) else [v])
+    return values
 
 
 def test_unreachable_ray_address_is_a_clear_error(tmp_path):
@@ -137,7 +179,7 @@ def test_unreachable_ray_address_is_a_clear_error(tmp_path):
         with pytest.raises(
             RayConnectionError, match="cannot reach Ray at ray_address '127.0.0.1:9'"
         ):
-            RayExecutor(load_recipe(recipe)).run()
+            run_recipe(load_recipe(recipe))
         assert time.monotonic() - start < 30
         cli = subprocess.run([DJ_RUN, str(recipe), "-q"], capture_output=True, text=True)
         assert cli.returncode == 2 and "ray start --head" in cli.stderr
@@ -177,7 +219,7 @@ def _committed(work: Path) -> int:
 def _reference(tmp_path: Path, sleepy: Path) -> dict:
     recipe = _slow_recipe(tmp_path, "ref", "default", sleepy)
     return _outputs(
-        LocalExecutor(load_recipe(recipe, ["sleepy_mapper.seconds=0"]), progress=False).run()
+        run_recipe(load_recipe(recipe, ["sleepy_mapper.seconds=0"]), progress=False)
     )
 
 

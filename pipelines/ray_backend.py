@@ -1,15 +1,15 @@
-"""The Ray executor: the same recipe and output as the local executor, on a Ray cluster.
+"""The Ray backend of sharded mode: the same stages, on a Ray cluster.
 
 A stage runs as one Ray Data pipeline over the input shards (one row per shard):
-`map_batches` steps hold the same operator objects as the local executor. Runs of
+`map_batches` steps hold the same operator objects as the local backend. Runs of
 ordinary operators are CPU tasks; an operator that holds a model (`fork_safe`
 False, or `accelerator: cuda`) gets its own actor pool (`ActorPoolStrategy`, one
 GPU per actor when it asks for cuda) so the model stays loaded. The last step of
-a stage commits the shard (`sharded.Checkpoint`); deduplication is decided between
-stages over the committed keys (`sharded.ShardedRun`), exactly as the local
-executor decides it. Ray retries a task whose worker died and restarts dead
-actors; a retried shard rewrites the same bytes, and `--resume` after a dead
-driver skips every committed shard.
+a stage commits the shard (`checkpoint.Checkpoint`); a stage's deduplicator is
+decided by Ray tasks over the committed keys (`decide`), with the same result as
+the local decision. Ray retries a task whose worker died and restarts dead actors;
+a retried shard rewrites the same bytes, and `--resume` after a dead driver skips
+every committed shard.
 """
 
 from __future__ import annotations
@@ -33,11 +33,11 @@ from dj_synth.operators.dedup_decision import (
     star_edges,
 )
 
-from .dataset import DatasetReader
 from .recipe import Recipe
-from .sharded import Checkpoint, ShardedRun, ShardResult, StageTask
+from .sharded import ShardResult, StageTask, shard_entries
 from .shards import ShardSpec
-from .stages import Positions, StageRunner, plan_stages, prepare_op
+from .stages import StageRunner, plan_stages, prepare_op
+from .worker import WorkerSetupError, start_worker
 
 log = logging.getLogger("dj_synth")
 
@@ -104,20 +104,10 @@ def segments(ops: list[Op]) -> list[list[Op]]:
 
 # -- the work of one step on a batch of shard rows (runs in Ray workers) --------------
 
-_RUNNERS: dict[str, StageRunner] = {}
-
 
 def _runner(task: StageTask) -> StageRunner:
-    """One StageRunner per worker process and run (operators load their models lazily)."""
-    runner = _RUNNERS.get(task.run_id)
-    if runner is None:
-        recipe = task.recipe
-        if recipe.settings.custom_operator_paths:
-            from dj_synth.operators import load_custom_operators
-
-            load_custom_operators(recipe.settings.custom_operator_paths)
-        runner = _RUNNERS[task.run_id] = StageRunner(recipe, setup=False, final_pass=True)
-    return runner
+    """This worker's operators for the run (each step sets up only its own operators)."""
+    return start_worker(task.recipe, task.run_id, final_pass=True, setup=False)
 
 
 class Step:
@@ -129,7 +119,12 @@ class Step:
         stage_ops = self.runner.stages[task.stage].ops
         self.ops = [op for op in stage_ops if op.index in op_indices]
         for op in self.ops:  # actors load their model here, once (Ray sets the visible GPU)
-            prepare_op(op, 0)
+            try:
+                prepare_op(op, 0)
+            except Exception as exc:
+                raise WorkerSetupError(
+                    f"worker setup failed: {type(exc).__name__}: {exc}"
+                ) from None
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out: dict[str, list[Any]] = {k: [] for k in ("shard", "spec", "work", "dropped", "result")}
@@ -168,10 +163,12 @@ def _objects(values: list[Any]) -> np.ndarray:
 
 def _step_fn(batch: dict[str, np.ndarray], task: StageTask, op_indices: list[int],
              first: bool, last: bool) -> dict[str, np.ndarray]:  # fmt: skip
-    """CPU steps run as plain tasks; the Step (cheap to build) is cached per worker."""
+    """CPU steps run as plain tasks; the Step (cheap to build) is cached per worker and run."""
     key = (task.run_id, task.stage, tuple(op_indices))
     step = _STEPS.get(key)
     if step is None:
+        if any(k[0] != task.run_id for k in _STEPS):
+            _STEPS.clear()  # an earlier run's steps
         step = _STEPS[key] = Step(task, op_indices, first, last)
     return step(batch)
 
@@ -189,9 +186,7 @@ _STEPS: dict[tuple, Step] = {}
 
 
 def _shard_entries(task: StageTask, shard: int) -> list[DedupEntry]:
-    _, out = Checkpoint(task.checkpoint).read(task.stage, shard)
-    position = Positions()
-    return [(sv.rank, position(sv), sv.ref, sv.sample_id, sv.key) for sv in out.survivors]
+    return shard_entries(task.work_dir, task.stage, shard)
 
 
 def _dedup_op(task: StageTask) -> Deduplicator:
@@ -272,7 +267,7 @@ def distributed_decide(task: StageTask, shards: list[ShardSpec], parts: int) -> 
 class RayBackend:
     name = "ray"
 
-    def __init__(self, recipe: Recipe, quiet: bool = True) -> None:
+    def __init__(self, recipe: Recipe, run_id: str, quiet: bool = True) -> None:
         import ray
         import ray.data
 
@@ -321,18 +316,11 @@ class RayBackend:
         for row in ds.iter_rows():
             yield ShardResult(**json.loads(row["result"]))
 
-    def decide(self, task: StageTask, shards: list[ShardSpec]) -> dict[Position, str]:
+    def decide(
+        self, task: StageTask, dedup: Deduplicator, shards: list[ShardSpec]
+    ) -> dict[Position, str]:
+        """Decided by Ray tasks (workers rebuild `dedup` from the task)."""
         return distributed_decide(task, shards, parts=max(1, min(self.workers, len(shards))))
 
-    def close(self) -> None:
+    def close(self, cancel: bool = False) -> None:
         pass
-
-
-class RayExecutor:
-    def __init__(self, recipe: Recipe, resume: bool = False, quiet: bool = True) -> None:
-        self.recipe, self.resume, self.quiet = recipe, resume, quiet
-
-    def run(self) -> dict[str, Any]:
-        DatasetReader(self.recipe.settings.dataset_path)  # input mistakes fail before Ray starts
-        backend = RayBackend(self.recipe, self.quiet)
-        return ShardedRun(self.recipe, backend, resume=self.resume, log=log).run()
