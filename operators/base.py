@@ -297,6 +297,8 @@ class Filter(Op):
     """
 
     stats_keys: ClassVar[tuple[str, ...]] = ()
+    # Analysis (`dj-analyze`): compute the stats, drop nothing.
+    stats_only: bool = False
 
     def __init__(
         self,
@@ -333,6 +335,8 @@ class Filter(Op):
 
     def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
         self.compute_stats(batch)
+        if self.stats_only:
+            return batch
         keep = self.keep(batch)
         if len(keep) != len(batch):
             raise RuntimeError(f"{self.name}.keep returned {len(keep)} flags for {len(batch)} rows")

@@ -99,6 +99,7 @@ class Recipe:
     ops: list[OpSpec]
     path: str | None = None
     warnings: list[str] = field(default_factory=list)
+    stats_only: bool = False  # filters compute their stats and drop nothing (analysis)
 
     @property
     def text_key(self) -> str:
@@ -143,6 +144,8 @@ class Recipe:
         for index, spec in enumerate(self.ops):
             op = get_operator(spec.name)(**spec.args)
             op.index = index
+            if self.stats_only and isinstance(op, Filter):
+                op.stats_only = True
             ops.append(op)
         return ops
 
