@@ -114,6 +114,22 @@ def test_collator_pads_truncates_and_stacks_images(tmp_path, processor):
     assert cut["input_ids"].shape == (2, 5)
 
 
+def test_collator_masks_labels_the_models_cut_drops():
+    """With 4 features per image, ids [2, 5, <image>, 7, 8, 9] become 9 rows: 7, 8, 9 land on
+    rows 6, 7, 8; a cut at 8 rows drops 9, so its label is -100 already (and counts nowhere)."""
+    tok = gemma_tokenizer()
+    item = {
+        "input_ids": torch.tensor([2, 5, IMAGE_TOKEN_INDEX, 7, 8, 9]),
+        "labels": torch.tensor([IGNORE_INDEX] * 3 + [7, 8, 9]),
+    }
+    text = {"input_ids": torch.tensor([2, 5, 7, 8, 9, 10, 11]), "labels": torch.arange(7) + 5}
+    batch = DataCollatorForSupervisedDataset(tok, model_max_length=8, image_tokens=4)([item, text])
+    assert batch["labels"][0].tolist() == [IGNORE_INDEX] * 3 + [7, 8, IGNORE_INDEX, IGNORE_INDEX]
+    assert batch["labels"][1].tolist() == list(range(5, 12))  # no image: nothing moves
+    plain = DataCollatorForSupervisedDataset(tok, model_max_length=8)([item])
+    assert plain["labels"][0].tolist() == [IGNORE_INDEX] * 3 + [7, 8, 9]
+
+
 def test_modality_grouping_never_mixes_a_megabatch():
     torch.manual_seed(0)
     lengths = [5, 7, -3, 9, -4, 2, -6, 8, -1, 3, 4, -2, 6, -5]

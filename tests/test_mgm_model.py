@@ -316,3 +316,88 @@ def test_missing_tower_weights_name_the_path(tmp_path, tiny):
         OpenCLIPConvNeXtTower.from_path(aux)
     with pytest.raises(FileNotFoundError, match="nowhere"):
         CLIPVisionTower.from_path(tmp_path / "nowhere")
+
+
+# ----------------------------------------------------------------------------- activation
+
+
+def _gemma_config(act: str):
+    from dj_synth.tools.mgm.model import MGMConfig
+
+    return MGMConfig(
+        vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=8, hidden_act=act,
+    )  # fmt: skip
+
+
+def test_gemma_gelu_is_exact_as_in_transformers_4_38(tmp_path):
+    """gemma-2b-it's hidden_act "gelu" was the exact (erf) GELU in transformers 4.38 (MGM-2B's);
+    transformers 5 would turn it into the tanh approximation. Checked against both formulas."""
+    import json
+
+    from dj_synth.tools.mgm.model import MGMConfig, MGMGemmaForCausalLM
+
+    torch.manual_seed(0)
+    model = MGMGemmaForCausalLM(_gemma_config("gelu"))
+    mlp = model.model.layers[0].mlp
+    g = torch.linspace(-4, 4, 161)
+    exact = 0.5 * g * (1 + torch.erf(g / math.sqrt(2)))
+    tanh = 0.5 * g * (1 + torch.tanh(math.sqrt(2 / math.pi) * (g + 0.044715 * g**3)))
+    assert (mlp.act_fn(g) - exact).abs().max() < 1e-6
+    assert (mlp.act_fn(g) - tanh).abs().max() > 2e-4  # the two differ by up to ~5e-4
+    x = torch.randn(3, 16)
+    with torch.no_grad():
+        gate = mlp.gate_proj(x)
+        by_hand = mlp.down_proj(0.5 * gate * (1 + torch.erf(gate / math.sqrt(2))) * mlp.up_proj(x))
+        assert torch.allclose(mlp(x), by_hand, rtol=1e-5, atol=1e-9)
+    model.save_pretrained(tmp_path)  # MGM's own code reads the same value back
+    assert json.loads((tmp_path / "config.json").read_text())["hidden_act"] == "gelu"
+    assert MGMConfig.from_pretrained(tmp_path).hidden_act == "gelu"
+    assert MGMConfig(hidden_act="gelu_pytorch_tanh").hidden_act == "gelu_pytorch_tanh"
+
+
+def test_tiny_gemma_folder_loads_with_exact_gelu(tiny):
+    from transformers.activations import GELUActivation
+
+    from dj_synth.tools.mgm.model import MGMGemmaForCausalLM
+
+    model = MGMGemmaForCausalLM.from_pretrained(tiny["llm"])
+    act = model.model.layers[0].mlp.act_fn
+    assert isinstance(act, GELUActivation) and act.act is torch.nn.functional.gelu
+
+
+REF_438 = """
+import sys, torch
+from transformers import GemmaForCausalLM
+m = GemmaForCausalLM.from_pretrained(sys.argv[1], torch_dtype=torch.float32,
+                                     attn_implementation="eager").eval()
+with torch.no_grad():
+    torch.save(m(torch.arange(2, 40)[None]).logits, sys.argv[2])
+"""
+
+
+@pytest.mark.skipif(
+    not __import__("os").environ.get("DJ_SYNTH_TRANSFORMERS_438"),
+    reason="set DJ_SYNTH_TRANSFORMERS_438 to a folder holding transformers 4.38.0 (pip --target)",
+)
+def test_logits_equal_transformers_4_38(tmp_path):
+    """Opt-in: the same Gemma weights give bit-identical float32 logits here and under
+    transformers 4.38.0 (MGM-2B's), a separate install run in a subprocess."""
+    import os
+    import subprocess
+    import sys
+
+    from dj_synth.tools.mgm.model import MGMGemmaForCausalLM
+    from dj_synth.tools.mgm.tiny import build_gemma
+
+    torch.manual_seed(0)
+    build_gemma(tmp_path, hidden=64, layers=2)
+    (tmp_path / "ref.py").write_text(REF_438)
+    env = {**os.environ, "PYTHONPATH": os.environ["DJ_SYNTH_TRANSFORMERS_438"]}
+    subprocess.run([sys.executable, str(tmp_path / "ref.py"), str(tmp_path),
+                    str(tmp_path / "ref.pt")], env=env, check=True)  # fmt: skip
+    ref = torch.load(tmp_path / "ref.pt", weights_only=True)
+    model = MGMGemmaForCausalLM.from_pretrained(tmp_path, attn_implementation="eager").eval()
+    with torch.no_grad():
+        ours = model(torch.arange(2, 40)[None]).logits
+    assert torch.equal(ours, ref)

@@ -86,7 +86,7 @@ class MMBenchConfig(_Strict):
 class EvalConfig(_Strict):
     textvqa: TextVQAConfig | None = None
     mmbench: MMBenchConfig | None = None
-    batch_size: int = Field(default=8, ge=1)
+    batch_size: int | None = Field(default=None, ge=1)  # fidelity fast only (default 8)
     match: Literal["exact", "letter"] = "exact"  # MMBench local scoring
 
 
@@ -118,6 +118,9 @@ class FlowConfig(_Strict):
     bf16: bool = True
     tf32: bool = True
     check_global_batch: bool = True  # the toolkit aborts otherwise; off only for trial runs
+    # toolkit: MGM's loss weighting and batch-1 float16 eval; fast: token-weighted loss, batched
+    # bfloat16 eval (tools/mgm/fidelity.py); recorded in train.sh and scores.json
+    fidelity: Literal["toolkit", "fast"] = "toolkit"
     solution: list[str] = []  # what dj-pack puts in solution/ (default: the recipe)
     smoke: SmokeConfig = SmokeConfig()
 
@@ -277,12 +280,23 @@ def load_flow_config(path: str | Path, check_inputs: bool = True) -> ResolvedCon
     except ValidationError as exc:
         raise ConfigError("\n".join(_messages(source, exc))) from None
     resolved = ResolvedConfig(cfg, source.resolve())
-    problems = check_global_batches(resolved)
+    problems = check_global_batches(resolved) + check_fidelity(resolved)
     if check_inputs:
         problems += check_paths(resolved)
     if problems:
         raise ConfigError("\n".join(f"{source}: {p}" for p in problems))
     return resolved
+
+
+def check_fidelity(rc: ResolvedConfig) -> list[str]:
+    """``eval.batch_size`` batches prompts, which the toolkit mode (batch 1, as MGM) does not."""
+    size = rc.cfg.eval.batch_size
+    if rc.cfg.fidelity == "toolkit" and size not in (None, 1):
+        return [
+            f"eval.batch_size {size}: fidelity toolkit answers one prompt at a time as MGM "
+            "does; drop eval.batch_size or set fidelity: fast"
+        ]
+    return []
 
 
 def _messages(source: Path, exc: ValidationError) -> list[str]:

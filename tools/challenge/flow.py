@@ -178,6 +178,7 @@ def _train_args(rc: ResolvedConfig, stage: str) -> list[str]:
         "--dataloader_num_workers", s.dataloader_num_workers,
         "--lazy_preprocess", True,
         "--report_to", "none",
+        "--fidelity", cfg.fidelity,
     ]  # fmt: skip
     if smoke.max_steps:
         args += ["--max_steps", smoke.max_steps]
@@ -200,7 +201,9 @@ def _finetune(rc: ResolvedConfig) -> list[Command]:
 
 def _infer_common(rc: ResolvedConfig) -> list[str]:
     args = ["--model-path", str(rc.finetune_dir), "--temperature", "0", "--conv-mode", "gemma"]
-    args += ["--batch-size", str(rc.cfg.eval.batch_size), "--no-progress"]
+    args += ["--fidelity", rc.cfg.fidelity, "--no-progress"]
+    if rc.cfg.fidelity == "fast":
+        args += ["--batch-size", str(rc.cfg.eval.batch_size or 8)]
     if rc.cfg.smoke.max_new_tokens:
         args += ["--max-new-tokens", str(rc.cfg.smoke.max_new_tokens)]
     return args
@@ -253,6 +256,7 @@ def _mmbench(rc: ResolvedConfig) -> list[Command]:
 
 def _scores(rc: ResolvedConfig) -> list[Command]:
     argv = _module("dj_synth.tools.eval.cli", "scores", "--out", rc.eval_dir / "scores.json")
+    argv += ["--fidelity", rc.cfg.fidelity]
     t, m = rc.cfg.eval.textvqa, rc.cfg.eval.mmbench
     if t is not None and t.annotation_file:
         argv += ["--textvqa-annotation", str(rc.path(t.annotation_file))]

@@ -153,13 +153,21 @@ def scores(
     mmbench_annotation: Annotated[Path | None, typer.Option("--mmbench-annotation")] = None,
     mmbench_result: Annotated[Path | None, typer.Option("--mmbench-result")] = None,
     match: Annotated[str, typer.Option("--match")] = "exact",
+    fidelity: Annotated[
+        str | None,
+        typer.Option("--fidelity", help="toolkit / fast: how the answers were produced."),
+    ] = None,
 ) -> None:
-    """Every local score in one scores.json (what dj-train writes beside the answers)."""
+    """Every local score in one scores.json (what dj-train writes beside the answers), with
+    the fidelity mode that produced them (null when not given)."""
+    from dj_synth.tools.mgm.fidelity import describe
+
     from .mmbench import load_mmbench, load_predictions, score_mmbench
     from .textvqa import score_textvqa
 
     result: dict[str, Any] = {}
     try:
+        result["fidelity"] = describe(fidelity) if fidelity is not None else None
         if (textvqa_annotation is None) != (textvqa_result is None):
             _fail("--textvqa-annotation and --textvqa-result go together")
         if textvqa_annotation is not None and textvqa_result is not None:

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, Sampler
 
-from .constants import IGNORE_INDEX
+from .constants import IGNORE_INDEX, IMAGE_TOKEN_INDEX
 from .conversation import preprocess_gemma, preprocess_multimodal
 from .image_processing import MGMImageProcessor
 
@@ -154,16 +154,32 @@ class LazySupervisedDataset(Dataset):
 @dataclass
 class DataCollatorForSupervisedDataset:
     """Pads ids with ``pad_token_id`` and labels with -100, truncates to ``model_max_length``,
-    masks padding, and concatenates the samples' image stacks in sample order."""
+    masks padding, and concatenates the samples' image stacks in sample order.
+
+    With ``image_tokens`` (features per image), labels that the model's own cut will drop --
+    those whose position after each -200 becomes ``image_tokens`` rows lies at or past
+    ``model_max_length`` -- are set to -100 here already. The model's loss is unchanged; the
+    supervised-token count the Trainer takes from these labels (``--fidelity fast``) then
+    equals the tokens the loss actually averages over.
+    """
 
     tokenizer: Any
     model_max_length: int | None = None
+    image_tokens: int | None = None
+
+    def _mask_past_cut(self, ids: torch.Tensor, labels: torch.Tensor, max_len: int) -> torch.Tensor:
+        images_before = torch.cumsum((ids == IMAGE_TOKEN_INDEX).long(), 0)
+        images_before = images_before - (ids == IMAGE_TOKEN_INDEX).long()
+        expanded = torch.arange(len(ids)) + images_before * (self.image_tokens - 1)
+        return labels.masked_fill(expanded >= max_len, IGNORE_INDEX)
 
     def __call__(self, instances: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
         pad_id = self.tokenizer.pad_token_id
         max_len = self.model_max_length or self.tokenizer.model_max_length
         ids = [x["input_ids"][:max_len] for x in instances]
         labels = [x["labels"][:max_len] for x in instances]
+        if self.image_tokens:
+            labels = [self._mask_past_cut(i, lab, max_len) for i, lab in zip(ids, labels)]
         input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)
         labels_t = torch.nn.utils.rnn.pad_sequence(
             labels, batch_first=True, padding_value=IGNORE_INDEX

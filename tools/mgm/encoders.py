@@ -112,6 +112,11 @@ class CLIPVisionTower(nn.Module):
     def num_patches_per_side(self) -> int:
         return self.image_size // self.vision_tower.config.patch_size
 
+    @property
+    def num_tokens(self) -> int:
+        """Features per image (576 for CLIP-L/14 at 336 with ``patch``; +1 with ``cls_patch``)."""
+        return self.num_patches_per_side**2 + (self.select_feature == "cls_patch")
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         weight = self.vision_tower.vision_model.embeddings.patch_embedding.weight
         trainable = any(p.requires_grad for p in self.vision_tower.parameters())

@@ -1,11 +1,13 @@
 """MGM-2B inference for the challenge benchmarks: TextVQA and MMBench answers files.
 
 Mirrors MGM's ``model_vqa_loader`` / ``model_vqa_mmbench`` (same flags, same answer records,
-same ``<N>_<i>.jsonl`` chunking) so the toolkit's scripts and scorers read our files, with two
-changes that matter for speed: prompts are decoded in batches (left-padded; greedy decoding is
-unaffected up to float rounding) and ``<end_of_turn>`` also stops decoding (the text after it is
-dropped by ``skip_special_tokens`` anyway). A sample whose image cannot be read still gets an
-answer record, with an empty ``text`` and the error in ``metadata``: it is never silently lost.
+same ``<N>_<i>.jsonl`` chunking) so the toolkit's scripts and scorers read our files. The
+checkpoint is loaded by MGM's rule (``checkpoint.load_mgm_checkpoint``: towers from their
+folders). ``--fidelity toolkit`` (default) generates as MGM does: one prompt at a time, float16
+on CUDA (float32 on CPU), greedy, stopping at ``<eos>`` only. ``--fidelity fast`` decodes
+left-padded batches of ``--batch-size`` in bfloat16 and also stops at ``<end_of_turn>`` (see
+``fidelity``). A sample whose image cannot be read still gets an answer record, with an empty
+``text`` and the error in ``metadata``: it is never silently lost.
 
 ``python -m dj_synth.tools.mgm.infer textvqa|mmbench --model-path CKPT ... [--gpus 0,1]`` runs
 one chunk per GPU in parallel processes and merges them; without ``--gpus`` it runs in-process.
@@ -26,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 from PIL import Image
+
+from . import fidelity as fidelity_modes
 
 
 class InferenceError(RuntimeError):
@@ -62,16 +66,30 @@ class LoadedModel:
     image_processor: Any
     name: str
     device: Any
+    fidelity: str = fidelity_modes.TOOLKIT
+
+    @property
+    def stop_at_end_of_turn(self) -> bool:
+        return fidelity_modes.INFERENCE[self.fidelity].stop_at_end_of_turn
 
 
-def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto") -> LoadedModel:
-    """Load a finetuned checkpoint (the HF folder the finetune stage saves) for generation."""
+def load_model(
+    model_path: str | Path,
+    device: str = "auto",
+    dtype: str = "auto",
+    fidelity: str = fidelity_modes.TOOLKIT,
+    vision_tower: str | Path | None = None,
+    vision_tower_aux: str | Path | None = None,
+) -> LoadedModel:
+    """Load a finetuned checkpoint (the HF folder the finetune stage saves, or MGM's own) for
+    generation; ``dtype="auto"`` takes the fidelity mode's dtype for the device."""
     import torch
     from transformers import AutoTokenizer
 
+    from .checkpoint import CheckpointError, image_processor_folder, load_mgm_checkpoint
     from .image_processing import MGMImageProcessor
-    from .model import MGMGemmaForCausalLM
 
+    settings = fidelity_modes.INFERENCE[fidelity_modes.check_mode(fidelity)]
     path = Path(model_path)
     if not (path / "config.json").is_file():
         raise InferenceError(
@@ -81,27 +99,24 @@ def load_model(model_path: str | Path, device: str = "auto", dtype: str = "auto"
     config = json.loads((path / "config.json").read_text())
     if config.get("model_type") != "mgm_gemma":
         raise InferenceError(f"{path}: model_type {config.get('model_type')!r}, not mgm_gemma")
-    if not list(path.glob("*.safetensors")) and not list(path.glob("*.bin")):
-        raise InferenceError(
-            f"{path}: no weights (*.safetensors); an adapter-only pretrain folder cannot be "
-            "evaluated, evaluate the finetune output"
-        )
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    model = MGMGemmaForCausalLM.from_pretrained(
-        str(path), dtype=getattr(torch, dtype), local_files_only=True
-    )
+        dtype = settings.cuda_dtype if device.startswith("cuda") else settings.cpu_dtype
+    try:
+        model = load_mgm_checkpoint(path, getattr(torch, dtype), vision_tower, vision_tower_aux)
+        processor_dir = image_processor_folder(model.config, path, vision_tower)
+    except CheckpointError as exc:
+        raise InferenceError(str(exc)) from exc
     model.to(device).eval()
     model.config.use_cache = True
     tokenizer = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
     processor = MGMImageProcessor.from_pretrained(
-        path,
+        processor_dir,
         image_size_aux=config.get("image_size_aux"),
         image_aspect_ratio=config.get("image_aspect_ratio") or "pad",
     )
-    return LoadedModel(model, tokenizer, processor, model_name_from_path(path), device)
+    return LoadedModel(model, tokenizer, processor, model_name_from_path(path), device, fidelity)
 
 
 Pixels = tuple[Any, Any]  # (image [3,h,w], image_aux [3,H,W]) from MGMImageProcessor
@@ -125,7 +140,9 @@ def generate_from_pixels(
     max_new_tokens: int = 128,
     temperature: float = 0.0,
 ) -> list[str]:
-    """One left-padded batch through ``generate``; answers decoded and stripped as MGM does."""
+    """One left-padded batch through ``generate``; answers decoded and stripped as MGM does.
+    Decoding stops at ``<eos>`` (MGM's only terminator), and also at ``<end_of_turn>`` in the
+    ``fast`` fidelity mode."""
     import torch
 
     from .conversation import generation_prompt, tokenizer_image_token
@@ -144,7 +161,11 @@ def generate_from_pixels(
     images_aux = torch.stack([b for _, b in pixels]).to(loaded.device, dtype)
     stop = [tok.eos_token_id]
     end_of_turn = tok.convert_tokens_to_ids("<end_of_turn>")
-    if isinstance(end_of_turn, int) and end_of_turn != tok.unk_token_id:
+    if (
+        loaded.stop_at_end_of_turn
+        and isinstance(end_of_turn, int)
+        and end_of_turn != tok.unk_token_id
+    ):
         stop.append(end_of_turn)
     sampling: dict[str, Any] = {"do_sample": False}
     if temperature > 0:
@@ -312,9 +333,20 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--chunk-idx", type=int, default=0)
         s.add_argument("--temperature", type=float, default=0.0)
         s.add_argument("--conv-mode", default="gemma", choices=["gemma"])
-        s.add_argument("--batch-size", type=int, default=8)
+        s.add_argument(
+            "--fidelity",
+            default=fidelity_modes.TOOLKIT,
+            choices=fidelity_modes.MODES,
+            help="toolkit (default): batch 1, float16 on CUDA, stop at <eos> as MGM; "
+            "fast: batches of --batch-size, bfloat16, also stop at <end_of_turn>",
+        )
+        s.add_argument(
+            "--batch-size", type=int, default=None, help="with --fidelity fast (default 8)"
+        )
         s.add_argument("--device", default="auto")
-        s.add_argument("--dtype", default="auto")
+        s.add_argument("--dtype", default="auto", help="default: the fidelity mode's dtype")
+        s.add_argument("--vision-tower", default=None, help="CLIP folder, if it moved")
+        s.add_argument("--vision-tower-aux", default=None, help="ConvNeXt folder, if it moved")
         s.add_argument(
             "--gpus",
             default=None,
@@ -325,18 +357,39 @@ def _parser() -> argparse.ArgumentParser:
         s.add_argument("--no-progress", action="store_true")
         if name == "textvqa":
             s.add_argument("--image-folder", required=True)
-            s.add_argument("--max-new-tokens", type=int, default=128)
+            s.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=128)
         else:
             s.add_argument("--image-folder", default=None, help="unused: images are in the TSV")
-            s.add_argument("--max-new-tokens", type=int, default=1024)
+            s.add_argument("--max-new-tokens", "--max_new_tokens", type=int, default=1024)
             s.add_argument("--lang", default="en", choices=["en", "cn"])
             s.add_argument("--single-pred-prompt", action="store_true", default=True)
     return p
 
 
+def batch_size_for(fidelity: str, requested: int | None) -> int:
+    """The toolkit mode answers one prompt at a time; a batch size there is a mistake."""
+    fixed = fidelity_modes.INFERENCE[fidelity_modes.check_mode(fidelity)].batch_size
+    if fixed is not None:
+        if requested not in (None, fixed):
+            raise InferenceError(
+                f"--batch-size {requested} needs --fidelity fast (--fidelity {fidelity} "
+                f"answers {fixed} prompt at a time, as MGM)"
+            )
+        return fixed
+    return requested or 8
+
+
 def run_one(args: argparse.Namespace) -> int:
     """Answer one chunk in this process."""
-    loaded = load_model(args.model_path, args.device, args.dtype)
+    batch_size = batch_size_for(args.fidelity, args.batch_size)
+    loaded = load_model(
+        args.model_path,
+        args.device,
+        args.dtype,
+        args.fidelity,
+        args.vision_tower,
+        args.vision_tower_aux,
+    )
     if args.bench == "textvqa":
         questions = textvqa_questions(args.question_file, args.image_folder, loaded.name)
     else:
@@ -346,7 +399,7 @@ def run_one(args: argparse.Namespace) -> int:
         loaded,
         chunk,
         args.answers_file,
-        args.batch_size,
+        batch_size,
         args.max_new_tokens,
         args.temperature,
         progress=not args.no_progress,
@@ -391,6 +444,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     try:
+        batch_size_for(args.fidelity, args.batch_size)  # a mode mistake fails before any work
         if args.gpus is None:
             if not args.answers_file:
                 raise InferenceError("--answers-file is required (or --gpus with --out-dir)")

@@ -46,9 +46,26 @@ UNI_MODULES = ("vlm_uni_query_projector", "vlm_uni_aux_projector", "vlm_uni_val_
 
 
 class MGMConfig(GemmaConfig):
-    """Gemma config plus MGM's ``mm_*`` / ``image_*`` / ``tokenizer_*`` keys (stored as given)."""
+    """Gemma config plus MGM's ``mm_*`` / ``image_*`` / ``tokenizer_*`` keys (stored as given).
+
+    ``hidden_act: "gelu"`` (gemma-2b-it's config, hence MGM-2B's) means the EXACT (erf) GELU
+    here, as it did in transformers 4.38.x, the version the challenge's toolkit pins and MGM-2B
+    was trained and evaluated with (``GemmaMLP`` used ``ACT2FN[config.hidden_act]``; its
+    ``hidden_activation`` key, introduced in 4.39, was ignored). transformers 5's
+    ``GemmaConfig`` rewrites ``"gelu"`` to the tanh approximation, which would shift every
+    MLP activation of published MGM weights; this subclass keeps the value as written, so
+    checkpoints saved here also read back as exact GELU in MGM's own code.
+    """
 
     model_type = "mgm_gemma"
+
+    def __post_init__(self, **kwargs: Any) -> None:
+        exact_gelu = self.hidden_act == "gelu"
+        if exact_gelu:  # hide it from the parent's rewrite (and its misleading warning)
+            self.hidden_act = "gelu_pytorch_tanh"
+        super().__post_init__(**kwargs)
+        if exact_gelu:
+            self.hidden_act = "gelu"
 
 
 class MGMGemmaModel(GemmaModel):
@@ -133,18 +150,33 @@ class MGMGemmaModel(GemmaModel):
         cfg.optimize_vision_tower_aux = bool(
             getattr(model_args, "optimize_vision_tower_aux", False)
         )
-        self.vision_tower.requires_grad_(cfg.optimize_vision_tower)
-        if self.get_vision_tower_aux() is not None:
-            self.vision_tower_aux.requires_grad_(cfg.optimize_vision_tower_aux)
+        self.set_towers_trainable(cfg.optimize_vision_tower, cfg.optimize_vision_tower_aux)
         adapter = getattr(model_args, "pretrain_mm_mlp_adapter", None)
         if adapter:
-            self.load_mm_adapter(adapter)
+            self.load_mm_adapter(adapter, load_aux=cfg.optimize_vision_tower_aux)
 
-    def load_mm_adapter(self, path: str | Path) -> None:
+    def set_towers_trainable(self, optimize: bool, optimize_aux: bool) -> None:
+        """MGM's rule: towers frozen; ``optimize_vision_tower`` unfreezes the last half of the
+        CLIP encoder layers (``layers[n // 2:]``), ``optimize_vision_tower_aux`` the last block
+        of each ConvNeXt stage (stem and downsampling layers stay frozen)."""
+        self.vision_tower.requires_grad_(False)
+        if optimize:
+            layers = self.vision_tower.vision_tower.vision_model.encoder.layers
+            for layer in layers[len(layers) // 2 :]:
+                layer.requires_grad_(True)
+        aux = self.get_vision_tower_aux()
+        if aux is not None:
+            aux.requires_grad_(False)
+            if optimize_aux:
+                for stage in aux.vision_stages:
+                    stage.blocks[-1].requires_grad_(True)
+
+    def load_mm_adapter(self, path: str | Path, load_aux: bool = False) -> None:
         """Load an MGM ``mm_projector.bin``: projector, ``vlm_uni_*`` and the CLIP tower.
 
         Keys are matched by substring and the prefix up to the module name stripped, as MGM does;
-        the aux-tower keys in the file are ignored (the aux tower comes from its own folder).
+        the aux-tower keys in the file are used only with ``load_aux`` (MGM reads them only when
+        ``optimize_vision_tower_aux`` is on; otherwise the aux tower comes from its own folder).
         """
         path = Path(path)
         if not path.is_file():
@@ -169,6 +201,12 @@ class MGMGemmaModel(GemmaModel):
         clip = get_w("vision_tower.vision_tower")
         if clip:
             self.vision_tower.vision_tower.load_state_dict(clip, strict=True)
+        aux = self.get_vision_tower_aux()
+        if load_aux and aux is not None:
+            for name in ("vision_stem", "vision_stages"):
+                sub = get_w("vision_tower_aux." + name)
+                if sub:
+                    getattr(aux, name).load_state_dict(sub, strict=True)
 
 
 class MGMGemmaForCausalLM(GemmaForCausalLM):

@@ -44,7 +44,10 @@ def gemma_tokenizer(model_max_length: int = 2048):
 
 
 def build_gemma(path: Path, hidden: int = 64, layers: int = 2) -> None:
-    """Tiny random ``GemmaForCausalLM`` + tokenizer, saved sharded (an index json exists)."""
+    """Tiny random ``GemmaForCausalLM`` + tokenizer, saved sharded (an index json exists).
+
+    Its ``config.json`` says ``hidden_act: "gelu"`` like gemma-2b-it's (transformers 5 would
+    write its tanh rewrite), so the tiny runs take the same activation path as the real one."""
     from transformers import GemmaConfig, GemmaForCausalLM
 
     tok = gemma_tokenizer()
@@ -64,6 +67,8 @@ def build_gemma(path: Path, hidden: int = 64, layers: int = 2) -> None:
     model = GemmaForCausalLM(config).eval()
     model.config.architectures = ["GemmaForCausalLM"]
     model.save_pretrained(path, max_shard_size="100KB")
+    cfg_file = path / "config.json"
+    cfg_file.write_text(json.dumps({**json.loads(cfg_file.read_text()), "hidden_act": "gelu"}))
     tok.save_pretrained(path)
 
 

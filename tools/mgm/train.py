@@ -4,7 +4,12 @@ The challenge launches ``deepspeed train_mem.py --deepspeed zero2_offload.json .
 takes the same command line (``--evaluation_strategy`` is mapped to ``eval_strategy``, which
 transformers 5 requires) and runs under ``deepspeed``, ``torchrun`` or plain ``python``. Only
 public ``Trainer`` hooks are overridden (``get_train_dataloader``, ``create_optimizer``,
-``save_model``) so it keeps working across transformers releases.
+``compute_loss``, ``save_model``) so it keeps working across transformers releases.
+
+Every MGM flag is either implemented as MGM does or refused before any work (``check_args``):
+none is accepted and ignored. ``--fidelity toolkit`` (default) weights the loss as MGM under
+transformers 4.38 does (mean over each micro-batch's tokens, then mean over micro-batches);
+``--fidelity fast`` keeps transformers 5's token-weighted loss (see ``fidelity``).
 
 * Pretrain (``--tune_mm_mlp_adapter True``): only ``mm_projector`` and ``vlm_uni_*`` train; saves
   write ``mm_projector.bin`` (MGM's flat state dict) and ``config.json``.
@@ -19,7 +24,7 @@ import json
 import logging
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +33,7 @@ import transformers
 from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, HfArgumentParser, Trainer
 
+from dj_synth.tools.mgm import fidelity as fidelity_modes
 from dj_synth.tools.mgm.data import (
     DataCollatorForSupervisedDataset,
     LazySupervisedDataset,
@@ -112,6 +118,13 @@ class TrainingArguments(transformers.TrainingArguments):
         default=None,
         metadata={"help": "MGM's name; transformers 5 takes the ratio as warmup_steps"},
     )
+    fidelity: str = field(
+        default=fidelity_modes.TOOLKIT,
+        metadata={
+            "help": "toolkit: MGM's loss weighting (per-micro-batch token mean, averaged); "
+            "fast: transformers 5's token-weighted loss over the whole optimizer step"
+        },
+    )
 
     def __post_init__(self) -> None:
         if self.warmup_ratio is not None:
@@ -137,6 +150,26 @@ class MGMTrainer(Trainer):
         super().__init__(*args, **kwargs)
         self.tune_mm_mlp_adapter = tune_mm_mlp_adapter
         self.mgm_image_processor = image_processor
+        self.fidelity = fidelity_modes.check_mode(self.args.fidelity)
+        if self.fidelity == fidelity_modes.TOOLKIT:
+            # No num_items_in_batch: the model returns its micro-batch's token mean, and
+            # compute_loss divides by the accumulation steps itself (as MGM's 4.38 Trainer and
+            # DeepSpeed's scale_wrt_gas did); data-parallel ranks are averaged by the all-reduce.
+            self.model_accepts_loss_kwargs = False
+            self.loss_is_scaled_for_ga = True
+
+    def compute_loss(
+        self,
+        model: Any,
+        inputs: dict[str, Any],
+        return_outputs: bool = False,
+        num_items_in_batch: Any = None,
+    ) -> Any:
+        if self.fidelity != fidelity_modes.TOOLKIT or not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        outputs = model(**inputs)
+        loss = outputs["loss"] / self.args.gradient_accumulation_steps
+        return (loss, outputs) if return_outputs else loss
 
     def get_train_dataloader(self) -> DataLoader:
         if not self.args.group_by_modality_length or self.train_dataset is None:
@@ -159,25 +192,34 @@ class MGMTrainer(Trainer):
         return self.accelerator.prepare(DataLoader(self.train_dataset, **params))
 
     def create_optimizer(self, model: Any = None) -> torch.optim.Optimizer:
-        lr_proj = self.args.mm_projector_lr
-        if lr_proj is None or self.optimizer is not None:
+        """MGM's parameter groups: decay / no decay, and either ``mm_projector_lr`` for the
+        projector or ``lr_multi`` (``key:multiplier,...``: parameters whose name contains
+        ``key`` train at ``learning_rate * multiplier``)."""
+        if self.optimizer is not None or (
+            self.args.mm_projector_lr is None and self.args.lr_multi is None
+        ):
             return (
                 super().create_optimizer(model) if model is not None else super().create_optimizer()
             )
         model = self.model
         decay = set(self.get_decay_parameter_names(model))
-        groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
+        groups: dict[tuple[bool, float | None], list[torch.nn.Parameter]] = {}
+        matched: set[str] = set()
         for name, param in model.named_parameters():
             if param.requires_grad:
-                groups.setdefault((name in decay, "mm_projector" in name), []).append(param)
+                lr, key = parameter_lr(name, self.args)
+                matched.update([key] if key else [])
+                groups.setdefault((name in decay, lr), []).append(param)
+        for key in set(parse_lr_multi(self.args.lr_multi)) - matched:
+            logger.warning("--lr_multi %s: no trainable parameter name contains it", key)
         optim_cls, optim_kwargs = Trainer.get_optimizer_cls_and_kwargs(self.args, model)
         param_groups = [
             {
                 "params": params,
                 "weight_decay": self.args.weight_decay if is_decay else 0.0,
-                **({"lr": lr_proj} if is_proj else {}),
+                **({"lr": lr} if lr is not None else {}),
             }
-            for (is_decay, is_proj), params in groups.items()
+            for (is_decay, lr), params in groups.items()
         ]
         self.optimizer = optim_cls(param_groups, **optim_kwargs)
         return self.optimizer
@@ -192,6 +234,38 @@ class MGMTrainer(Trainer):
             ensure_safetensors_index(output_dir)
             if self.mgm_image_processor is not None:
                 self.mgm_image_processor.save_pretrained(output_dir)
+
+
+def parse_lr_multi(text: str | None) -> dict[str, float]:
+    """``"key:mult,key2:mult2"`` -> ``{key: mult}`` (MGM's ``--lr_multi`` format)."""
+    out: dict[str, float] = {}
+    for item in text.split(",") if text else []:
+        key, sep, mult = item.strip().partition(":")
+        try:
+            if not key or not sep:
+                raise ValueError
+            out[key] = float(mult)
+        except ValueError:
+            raise ValueError(
+                f"--lr_multi {text!r}: expected 'key:multiplier,...' (e.g. vlm_uni:10)"
+            ) from None
+    return out
+
+
+def parameter_lr(name: str, args: TrainingArguments) -> tuple[float | None, str | None]:
+    """A parameter's own learning rate (``None``: the default) and the ``lr_multi`` key that set
+    it. ``mm_projector_lr`` wins over ``lr_multi``, as in MGM (check_args refuses both)."""
+    if args.mm_projector_lr is not None:
+        return (args.mm_projector_lr if "mm_projector" in name else None), None
+    keys = [k for k in parse_lr_multi(args.lr_multi) if k in name]
+    if len(keys) > 1:
+        raise ValueError(
+            f"--lr_multi: parameter {name} matches {keys}; MGM would put it in two optimizer "
+            "groups (a PyTorch error): use keys that do not overlap"
+        )
+    if not keys:
+        return None, None
+    return args.learning_rate * parse_lr_multi(args.lr_multi)[keys[0]], keys[0]
 
 
 def _gathered(params: list[torch.nn.Parameter]) -> Any:
@@ -277,12 +351,100 @@ def _rewrite_argv(argv: Sequence[str]) -> list[str]:
     return out
 
 
+class MGMArgumentError(ValueError):
+    """MGM flags this entry does not implement (or a combination MGM would mishandle)."""
+
+
+# Flags MGM reads only for LoRA / 4-8 bit / MPT training, none of which is bundled: a value other
+# than MGM's default would be silently without effect, so it is refused.
+_UNBUNDLED_KNOBS = (
+    "lora_r", "lora_alpha", "lora_dropout", "lora_weight_path", "lora_bias",
+    "double_quant", "quant_type", "mpt_attn_impl",
+)  # fmt: skip
+
+
+def check_args(
+    model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
+) -> None:
+    """Refuse, before any work and all at once, every MGM flag value this entry would not honour
+    as MGM does (README: "MGM training flags")."""
+    problems: list[str] = []
+    if model_args.version != "gemma":
+        problems.append(f"--version {model_args.version!r}: only the 'gemma' template is bundled")
+    if training_args.lora_enable:
+        problems.append("--lora_enable True: LoRA training is not bundled (MGM-2B trains fully)")
+    if training_args.bits != 16:
+        problems.append(f"--bits {training_args.bits}: quantised training is not bundled")
+    defaults = {f.name: f.default for f in fields(TrainingArguments)}
+    for name in _UNBUNDLED_KNOBS:
+        if getattr(training_args, name) != defaults[name]:
+            problems.append(
+                f"--{name} {getattr(training_args, name)!r}: only used by MGM for LoRA / "
+                "quantised / MPT training, which is not bundled; drop the flag"
+            )
+    if model_args.vision_tower:
+        if model_args.mm_use_im_start_end:
+            problems.append("--mm_use_im_start_end True is not implemented (MGM-2B: False)")
+        if model_args.mm_use_im_patch_token:
+            problems.append(
+                "--mm_use_im_patch_token True (MGM's default) adds an <im_patch> token and "
+                "resizes the embeddings; not implemented: pass --mm_use_im_patch_token False "
+                "as the challenge's commands do"
+            )
+    elif model_args.vision_tower_aux:
+        problems.append("--vision_tower_aux needs --vision_tower")
+    if model_args.image_processor:
+        problems.append(
+            "--image_processor: MGM uses it only for EVA towers (not bundled); the CLIP "
+            "preprocessing is read from --vision_tower"
+        )
+    if model_args.optimize_vision_tower_aux and not model_args.vision_tower_aux:
+        problems.append("--optimize_vision_tower_aux True needs --vision_tower_aux")
+    if data_args.image_aspect_ratio not in ("square", "pad"):
+        problems.append(
+            f"--image_aspect_ratio {data_args.image_aspect_ratio!r}: use 'square' or 'pad' "
+            "(MGM's training treats any other value as 'square')"
+        )
+    if data_args.image_grid_pinpoints:
+        problems.append("--image_grid_pinpoints: only for 'anyres', which is not bundled")
+    if data_args.image_grid not in (None, 1):
+        problems.append(f"--image_grid {data_args.image_grid}: only 1 (MGM-2B's) is implemented")
+    if data_args.image_global:
+        problems.append("--image_global True is not implemented (MGM-2B: False)")
+    if training_args.lr_multi is not None:
+        if training_args.mm_projector_lr is not None:
+            problems.append(
+                "--lr_multi with --mm_projector_lr: MGM silently ignores --lr_multi then; "
+                "give one of them"
+            )
+        try:
+            parse_lr_multi(training_args.lr_multi)
+        except ValueError as exc:
+            problems.append(str(exc))
+    if training_args.fidelity not in fidelity_modes.MODES:
+        problems.append(
+            f"--fidelity {training_args.fidelity!r}: use one of {', '.join(fidelity_modes.MODES)}"
+        )
+    llm_config = Path(model_args.model_name_or_path or "") / "config.json"
+    if llm_config.is_file():
+        model_type = json.loads(llm_config.read_text()).get("model_type")
+        if model_type not in ("gemma", "mgm_gemma"):
+            problems.append(
+                f"--model_name_or_path: model_type {model_type!r}; only Gemma (MGM-2B) is bundled"
+            )
+    if problems:
+        raise MGMArgumentError("\n  - ".join(["MGM flags not honoured here:", *problems]))
+
+
 def parse_args(
     argv: Sequence[str] | None = None,
 ) -> tuple[ModelArguments, DataArguments, TrainingArguments]:
+    """Parse MGM's command line; unknown flags and unimplemented values are errors."""
     parser = HfArgumentParser((ModelArguments, DataArguments, TrainingArguments))
     argv = _rewrite_argv(sys.argv[1:] if argv is None else argv)
-    return parser.parse_args_into_dataclasses(args=argv)
+    model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
+    check_args(model_args, data_args, training_args)
+    return model_args, data_args, training_args
 
 
 def _attn_implementation(requested: str | None) -> str:
@@ -316,15 +478,7 @@ def build_model(
     model_args: ModelArguments, data_args: DataArguments, training_args: TrainingArguments
 ) -> tuple[MGMGemmaForCausalLM, Any, MGMImageProcessor | None]:
     """Load Gemma as ``MGMGemmaForCausalLM``, attach the towers and set the trainable set."""
-    if model_args.version != "gemma":
-        raise ValueError(f"--version {model_args.version!r}: only the 'gemma' template is bundled")
-    if training_args.lora_enable or training_args.bits != 16:
-        raise ValueError("LoRA / quantised training is not part of the MGM-2B recipe bundled here")
-    if model_args.mm_use_im_start_end or model_args.mm_use_im_patch_token:
-        if model_args.vision_tower:
-            logger.warning(
-                "mm_use_im_start_end / mm_use_im_patch_token are ignored (MGM-2B: False)"
-            )
+    check_args(model_args, data_args, training_args)
     transformers.set_seed(model_args.init_seed)
     dtype = _compute_dtype(training_args)
     model = MGMGemmaForCausalLM.from_pretrained(
@@ -355,7 +509,7 @@ def build_model(
         if inner.get_vision_tower_aux() is not None:
             inner.vision_tower_aux.to(dtype=dtype)
         image_processor = MGMImageProcessor.from_pretrained(
-            model_args.image_processor or model_args.vision_tower,
+            model_args.vision_tower,
             image_size_aux=data_args.image_size_aux if model_args.vision_tower_aux else None,
             image_aspect_ratio=data_args.image_aspect_ratio,
         )
@@ -381,7 +535,8 @@ def set_trainable(
     model: MGMGemmaForCausalLM, model_args: ModelArguments, training_args: TrainingArguments
 ) -> None:
     """Pretrain: projector + ``vlm_uni_*``; finetune: LLM + projector + ``vlm_uni_*``.
-    The towers train only with ``optimize_vision_tower(_aux)``."""
+    Tower parts train only with ``optimize_vision_tower(_aux)``, by MGM's rule
+    (``MGMGemmaModel.set_towers_trainable``)."""
     inner = model.get_model()
     if model_args.tune_mm_mlp_adapter:
         model.requires_grad_(False)
@@ -391,9 +546,9 @@ def set_trainable(
         module = getattr(inner, name, None)
         if module is not None:
             module.requires_grad_(True)
-    inner.vision_tower.requires_grad_(model_args.optimize_vision_tower)
-    if inner.get_vision_tower_aux() is not None:
-        inner.vision_tower_aux.requires_grad_(model_args.optimize_vision_tower_aux)
+    inner.set_towers_trainable(
+        model_args.optimize_vision_tower, model_args.optimize_vision_tower_aux
+    )
 
 
 def train(argv: Sequence[str] | None = None, callbacks: list[Any] | None = None) -> MGMTrainer:
@@ -407,7 +562,12 @@ def train(argv: Sequence[str] | None = None, callbacks: list[Any] | None = None)
         image_folder=data_args.image_folder,
         template=model_args.version,
     )
-    collator = DataCollatorForSupervisedDataset(tokenizer, training_args.model_max_length)
+    tower = model.get_model().get_vision_tower()
+    collator = DataCollatorForSupervisedDataset(
+        tokenizer,
+        training_args.model_max_length,
+        image_tokens=tower.num_tokens if tower is not None else None,
+    )
     trainer = MGMTrainer(
         model=model,
         args=training_args,
@@ -431,7 +591,11 @@ def train(argv: Sequence[str] | None = None, callbacks: list[Any] | None = None)
 
 def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    train(argv)
+    try:
+        train(argv)
+    except MGMArgumentError as exc:
+        print(f"[dj-mgm-train] error: {exc}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
