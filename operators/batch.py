@@ -8,9 +8,12 @@ per-batch media cache, so operators that look at the same image share one read.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .media import MediaCache
+
+if TYPE_CHECKING:
+    from .base import Op
 
 STATS = "__dj__stats__"
 
@@ -160,6 +163,12 @@ class Batch:
                 columns[k].extend(b.columns.get(k) or [MISSING] * len(b))
             refs.extend(b.refs)
         return Batch(columns, refs, ctx or batches[0].ctx)
+
+
+def special_tokens(op: Op, batch: Batch) -> tuple[str, str]:
+    """The image and end-of-chunk tokens: the op's own, else the dataset's."""
+    ctx = batch.ctx
+    return (op.image_special_token or ctx.image_token, op.eoc_special_token or ctx.eoc_token)
 
 
 def image_chunks(

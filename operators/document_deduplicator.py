@@ -8,7 +8,7 @@ import string
 from collections.abc import Hashable
 
 from .base import Deduplicator
-from .batch import MISSING, Batch
+from .batch import MISSING, Batch, special_tokens
 from .registry import register
 
 # Data-Juicer: regex.compile(r"\s+|\d+|[<string.punctuation>]") with the `regex` module.
@@ -38,12 +38,6 @@ def text_hashes(
         sub = NON_CHARACTER.sub
         out = [sub("", t) for t in out]
     return [md5(t.strip().encode("utf-8")).hexdigest() for t in out]
-
-
-def special_tokens(op: Deduplicator, batch: Batch) -> tuple[str, str]:
-    """The image and end-of-chunk tokens: the op's own, else the dataset's."""
-    ctx = batch.ctx
-    return (op.image_special_token or ctx.image_token, op.eoc_special_token or ctx.eoc_token)
 
 
 def checked_texts(batch: Batch) -> list[str]:

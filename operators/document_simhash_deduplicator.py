@@ -10,8 +10,8 @@ import numpy as np
 import regex
 
 from .base import DedupIndex, Deduplicator
-from .batch import Batch
-from .document_deduplicator import checked_texts, special_tokens
+from .batch import Batch, special_tokens
+from .document_deduplicator import checked_texts
 from .document_minhash_deduplicator import _PUNCT_SPLIT  # the same words as minhash's
 from .hamming_index import BITS, HammingIndex
 from .registry import register

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 from .base import DedupIndex, Deduplicator, ExactIndex
-from .batch import Batch
-from .document_deduplicator import checked_texts, special_tokens, text_hashes
+from .batch import Batch, special_tokens
+from .document_deduplicator import checked_texts, text_hashes
 from .hamming_index import HammingIndex
 from .registry import register
 

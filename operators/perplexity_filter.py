@@ -6,9 +6,8 @@ import math
 from typing import Any
 
 from .base import RangeFilter
-from .batch import Batch
+from .batch import Batch, special_tokens
 from .dj_model_files import require_dj_model
-from .document_deduplicator import special_tokens
 from .models import (
     ModelKind,
     ModelNotFoundError,
