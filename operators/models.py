@@ -180,16 +180,29 @@ def flip_image(image: Any, horizontal: bool, vertical: bool) -> Any:
 # -- loading -------------------------------------------------------------------------
 
 
-def load_hf_model(path: str, cls: Any, device: str, dtype: Any, trust_remote_code: bool = False):
-    """`cls.from_pretrained` (a transformers class or its name) on `device` in `dtype`, eval."""
+def load_hf_model(
+    path: str, cls: Any, device: str, dtype: Any, trust_remote_code: bool = False, **kwargs: Any
+):
+    """`cls.from_pretrained` (a transformers class or its name) on `device` in `dtype`, eval.
+
+    Weights the model expects but the checkpoint lacks are an error (transformers would
+    leave them random with a warning).
+    """
     import transformers
 
     quiet_transformers()
     if isinstance(cls, str):
         cls = getattr(transformers, cls)
-    model = cls.from_pretrained(
-        path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
-    )
+    model, info = cls.from_pretrained(
+        path, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code,
+        output_loading_info=True, **kwargs,
+    )  # fmt: skip
+    if info.get("missing_keys"):
+        missing = sorted(info["missing_keys"])
+        raise ValueError(
+            f"{path}: the checkpoint lacks {len(missing)} weight(s) of {cls.__name__}, e.g. "
+            f"{', '.join(missing[:3])}: not a complete {cls.__name__} checkpoint"
+        )
     return model.to(device).eval()
 
 

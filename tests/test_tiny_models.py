@@ -24,8 +24,10 @@ def images() -> list[Image.Image]:
 
 
 def test_layout_and_size(tiny_models: dict[str, str]) -> None:
-    assert set(tiny_models) == {"blip2", "clip", "blip_itm", "open_clip"}
-    for name in ("blip2", "clip", "blip_itm"):
+    assert set(tiny_models) == {
+        "blip2", "clip", "blip_itm", "open_clip", "aesthetics", "nsfw", "watermark"
+    }  # fmt: skip
+    for name in ("blip2", "clip", "blip_itm", "aesthetics"):
         files = {p.name for p in Path(tiny_models[name]).iterdir()}
         assert {
             "config.json",
@@ -33,8 +35,11 @@ def test_layout_and_size(tiny_models: dict[str, str]) -> None:
             "processor_config.json",
             "preprocessor_config.json",
         } <= files, name
+    for name in ("nsfw", "watermark"):
+        files = {p.name for p in Path(tiny_models[name]).iterdir()}
+        assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= files, name
     total = sum(p.stat().st_size for d in tiny_models.values() for p in Path(d).rglob("*"))
-    assert total < 5 * 2**20
+    assert total < 6 * 2**20
 
 
 def test_reproducible(tiny_models: dict[str, str], tmp_path: Path) -> None:
@@ -149,3 +154,40 @@ def test_cli(tmp_path: Path) -> None:
     assert result.exit_code == 0
     assert "RANDOM" in result.output
     assert HELP.startswith("These models have RANDOM weights")
+
+
+def test_aesthetics_checkpoint_layout(tiny_models: dict[str, str]) -> None:
+    """The published layout: tower keys as CLIPVisionModelWithProjection's, the V2 head under
+    layers.{0,2,4,6,7} with LAION's sizes, and the predictor's architecture name."""
+    import json
+
+    from safetensors import safe_open
+
+    path = Path(tiny_models["aesthetics"])
+    config = json.loads((path / "config.json").read_text())
+    assert config["architectures"] == ["AestheticsPredictorV2Linear"]
+    with safe_open(str(path / "model.safetensors"), framework="pt") as fh:
+        shapes = {k: tuple(fh.get_slice(k).get_shape()) for k in fh.keys()}
+    head = {k: v for k, v in shapes.items() if k.startswith("layers.")}
+    dim = config["projection_dim"]
+    assert head == {
+        "layers.0.weight": (1024, dim), "layers.0.bias": (1024,),
+        "layers.2.weight": (128, 1024), "layers.2.bias": (128,),
+        "layers.4.weight": (64, 128), "layers.4.bias": (64,),
+        "layers.6.weight": (16, 64), "layers.6.bias": (16,),
+        "layers.7.weight": (1, 16), "layers.7.bias": (1,),
+    }  # fmt: skip
+    assert shapes["visual_projection.weight"] == (dim, config["hidden_size"])
+    assert any(k.startswith("vision_model.encoder.layers.") for k in shapes)
+
+
+def test_image_classifiers(tiny_models: dict[str, str], images: list[Image.Image]) -> None:
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    for name, label in (("nsfw", "nsfw"), ("watermark", "watermark")):
+        model = AutoModelForImageClassification.from_pretrained(tiny_models[name]).eval()
+        processor = AutoImageProcessor.from_pretrained(tiny_models[name])
+        assert model.config.id2label[1] == label
+        with torch.no_grad():
+            logits = model(**processor(images=images, return_tensors="pt")).logits
+        assert logits.shape == (2, 2)

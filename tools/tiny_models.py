@@ -1,6 +1,6 @@
 """Tiny random models of the real architectures, built offline, for tests and demos.
 
-`make_tiny_models(out_dir)` writes four model folders, each loadable by the same code
+`make_tiny_models(out_dir)` writes seven model folders, each loadable by the same code
 that loads the real checkpoints (no network, nothing from the Hugging Face hub):
 
 * ``blip2/``    -- ``Blip2ForConditionalGeneration`` (ViT + Q-Former + OPT) and a
@@ -19,6 +19,13 @@ that loads the real checkpoints (no network, nothing from the Hugging Face hub):
 
       open_clip.create_model_and_transforms("local-dir:" + path)
       open_clip.get_tokenizer("local-dir:" + path)   # the bundled SimpleTokenizer
+
+* ``aesthetics/`` -- the layout of the ``shunk031/aesthetics-predictor-v2-*`` checkpoints:
+  a CLIP vision tower with projection plus LAION's MLP head (``layers.*``), architecture
+  ``AestheticsPredictorV2Linear``, and a ``CLIPProcessor``; loaded by
+  ``operators/aesthetics_predictor.py`` (no remote code, no extra package).
+* ``nsfw/``, ``watermark/`` -- ``ViTForImageClassification`` with labels ``normal``/``nsfw``
+  and ``no_watermark``/``watermark``, and a ``ViTImageProcessor``.
 
 The tokenizers are trained here, in a fraction of a second, on a small built-in English
 corpus (byte-level BPE for CLIP and OPT, WordPiece for BLIP's BERT), so any text encodes.
@@ -346,6 +353,50 @@ def _build_open_clip(path: Path) -> None:
     (path / "open_clip_config.json").write_text(json.dumps(cfg, indent=2) + "\n")
 
 
+def _build_aesthetics(path: Path) -> None:
+    """The published aesthetics-predictor layout: a CLIP vision tower with projection plus
+    LAION's V2 linear MLP head (`layers.*`), architecture `AestheticsPredictorV2Linear`."""
+    from safetensors.torch import save_file
+    from transformers import CLIPImageProcessor, CLIPProcessor, CLIPVisionConfig
+    from transformers import CLIPVisionModelWithProjection as Tower
+
+    from dj_synth.operators.aesthetics_predictor import build_head
+
+    config = CLIPVisionConfig(**_vision(), projection_dim=16)
+    state = dict(Tower(config).eval().state_dict())
+    head = build_head("linear", config.projection_dim)
+    state.update({f"layers.{k}": v for k, v in head.state_dict().items()})
+    save_file({k: v.contiguous() for k, v in state.items()}, str(path / "model.safetensors"),
+              metadata={"format": "pt"})  # fmt: skip
+    fields = {**config.to_dict(), "architectures": ["AestheticsPredictorV2Linear"]}
+    (path / "config.json").write_text(json.dumps(fields, indent=2, sort_keys=True) + "\n")
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": _TINY_IMAGE},
+        crop_size={"height": _TINY_IMAGE, "width": _TINY_IMAGE},
+    )
+    _save_processor(CLIPProcessor(image_processor, _clip_tokenizer()), path)
+
+
+def _image_classifier(path: Path, labels: list[str]) -> None:
+    """A ViT image classifier (the NSFW and watermark detectors' architecture)."""
+    from transformers import ViTConfig, ViTForImageClassification, ViTImageProcessor
+
+    config = ViTConfig(**_vision(), id2label=dict(enumerate(labels)),
+                       label2id={name: i for i, name in enumerate(labels)})  # fmt: skip
+    model = ViTForImageClassification(config).eval()
+    model.config.architectures = ["ViTForImageClassification"]
+    model.save_pretrained(path)
+    ViTImageProcessor(size={"height": _TINY_IMAGE, "width": _TINY_IMAGE}).save_pretrained(path)
+
+
+def _build_nsfw(path: Path) -> None:
+    _image_classifier(path, ["normal", "nsfw"])  # Falconsai/nsfw_image_detection's labels
+
+
+def _build_watermark(path: Path) -> None:
+    _image_classifier(path, ["no_watermark", "watermark"])
+
+
 def _save_processor(processor, path: Path) -> None:
     """processor.save_pretrained, plus the files a hub snapshot made by transformers 4 has.
 
@@ -364,25 +415,38 @@ _BUILDERS = {
     "clip": _build_clip,
     "blip_itm": _build_blip_itm,
     "open_clip": _build_open_clip,
+    "aesthetics": _build_aesthetics,
+    "nsfw": _build_nsfw,
+    "watermark": _build_watermark,
 }
 
 
-def make_tiny_models(out_dir: str | Path, seed: int = 0) -> dict[str, str]:
-    """Build the tiny random models under `out_dir`; returns {name: folder}.
+def make_tiny_models(
+    out_dir: str | Path, seed: int = 0, names: tuple[str, ...] | None = None
+) -> dict[str, str]:
+    """Build the tiny random models under `out_dir` (all, or only `names`); returns
+    {name: folder}.
 
-    Names: "blip2", "clip", "blip_itm", "open_clip". The open_clip folder loads with
-    ``open_clip.create_model_and_transforms("local-dir:" + folder)``; the others with
-    ``from_pretrained(folder, local_files_only=True)`` / ``AutoProcessor.from_pretrained``.
+    Names: "blip2", "clip", "blip_itm", "open_clip", "aesthetics", "nsfw", "watermark".
+    The open_clip folder loads with ``open_clip.create_model_and_transforms("local-dir:" +
+    folder)``; "aesthetics" with the image_aesthetics_filter (the published
+    aesthetics-predictor layout); the others with ``from_pretrained(folder,
+    local_files_only=True)`` / ``AutoProcessor.from_pretrained``.
     """
     import torch
     from transformers.utils import logging as hf_logging
 
+    unknown = set(names or ()) - set(_BUILDERS)
+    if unknown:
+        raise ValueError(f"unknown tiny model(s) {sorted(unknown)}; known: {list(_BUILDERS)}")
     out = Path(out_dir)
     paths: dict[str, str] = {}
     bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # "Writing model shards" bars, four times over
+    hf_logging.disable_progress_bar()  # "Writing model shards" bars, once per model
     try:
         for name, build in _BUILDERS.items():
+            if names is not None and name not in names:
+                continue
             folder = out / name
             folder.mkdir(parents=True, exist_ok=True)
             torch.manual_seed(seed)
@@ -426,7 +490,8 @@ def _commands() -> None:
 
 @app.command(
     "make-tiny-models",
-    help=f"Build tiny models into DIR (blip2, clip, blip_itm, open_clip). {HELP}",
+    help=f"Build tiny models into DIR (blip2, clip, blip_itm, open_clip, aesthetics, nsfw, "
+    f"watermark). {HELP}",
 )
 def make_tiny_models_cmd(
     out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write the models in")],
