@@ -42,6 +42,8 @@ from typing import Annotated
 
 import typer
 
+from dj_synth.tools.cli_common import make_app
+
 HELP = (
     "These models have RANDOM weights: they run the real architectures end to end, "
     "but their captions and scores are meaningless."
@@ -480,12 +482,7 @@ def make_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> str:
     return str(folder)
 
 
-app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, help=HELP)
-
-
-@app.callback()
-def _commands() -> None:
-    """dj-synth utilities (`dj-synth make-tiny-models DIR`)."""
+app = make_app(f"dj-synth utilities. {HELP}", no_args_is_help=True)
 
 
 @app.command(
@@ -506,7 +503,8 @@ def make_tiny_models_cmd(
 @app.command(
     "make-tiny-challenge",
     help="Build a miniature challenge folder (toolkit layout, tiny RANDOM models) and its "
-    "flow config; then `dj-train DIR/flow.yaml` runs the whole flow on CPU in about 30 s.",
+    "flow config; then `dj-train DIR/flow.yaml` runs the whole flow on CPU (about 80 s of "
+    "CPU time).",
 )
 def make_tiny_challenge_cmd(
     out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to create")],

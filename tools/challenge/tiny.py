@@ -4,15 +4,18 @@ It has the toolkit's layout (``input/pretrain_stage_1``, ``toolkit/training/{dat
 ``solution/``) at toy size: five seed images with Data-Juicer captions and the original LLaVA
 questions, a finetune set (with one unreadable image, as the real one has), TextVQA questions +
 annotations and an MMBench TSV with circular copies, a recipe that recaptions with a tiny
-BLIP-2 (the synthesis step) and a flow config. The whole flow runs in about half a minute on
-two CPUs; every number it produces is meaningless (random weights), the plumbing is real.
+BLIP-2 (the synthesis step) and a flow config. The whole flow takes about 80 s of CPU time
+(bench/tiny_challenge_bench.py); every number it produces is meaningless (random weights), the
+plumbing is real.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -57,13 +60,36 @@ def make_challenge(root: str | Path, blip2: str | None = None) -> Path:
     """Write the miniature challenge under ``root``; returns the flow config's path.
 
     ``blip2``: a (tiny) BLIP-2 folder for the recipe; built under ``root/tiny_models`` if None.
+    Every path written is relative to ``root`` (config) or to the dataset's folder (image
+    paths in the data), so ``root`` may be given relative to the caller's folder, and moved.
     """
-    root = Path(root)
+    with _quiet_transformers():
+        return _make_challenge(Path(root), blip2)
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """Building random models makes transformers warn about the tiny vocabularies and draw
+    shard-writing bars: noise for someone trying the challenge."""
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _make_challenge(root: Path, blip2: str | None) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     if blip2 is None:
         from dj_synth.tools.tiny_models import make_tiny_models
 
-        make_tiny_models(root / "tiny_models")
+        make_tiny_models(root / "tiny_models", names=("blip2",))
         blip2 = "tiny_models/blip2"  # the recipe runs in root: its paths resolve from there
     else:
         blip2 = str(Path(blip2).resolve())
