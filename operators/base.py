@@ -104,6 +104,9 @@ class Op:
     # True for operators that create new content (captions, images): the challenge
     # requires a synthesis step, and `dj-pack` checks recipes for one.
     synthesizes: ClassVar[bool] = False
+    # Data-Juicer's tracer (`open_tracer`): how many changed samples a mapper records per batch
+    # (the run keeps the first `trace_num`); 0 when the op is not traced.
+    trace_num: int = 0
 
     def __init__(
         self,
@@ -284,9 +287,27 @@ class Mapper(Op):
 
     def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
         n_in = len(batch)
+        before = list(zip(batch.refs, batch.texts)) if self.trace_num else None
         out = self.process(batch)
         ledger.op(self.index).generated += len(out) - n_in
+        if before is not None:
+            self._trace(before, out, ledger)
         return out
+
+    def _trace(self, before: list[tuple[SampleRef, Any]], out: Batch, ledger: Ledger) -> None:
+        """Samples whose text changed, before and after (a generated sample against the
+        sample it came from), as Data-Juicer's tracer writes them."""
+        origin: dict[SampleRef, Any] = {}
+        for ref, text in before:
+            origin.setdefault(ref, text)
+        found = 0
+        for ref, text in zip(out.refs, out.texts):
+            old = origin.get(ref)
+            if old is not None and old != text:
+                ledger.traced.append((self.index, {"original text": old, "processed_text": text}))
+                found += 1
+                if found >= self.trace_num:
+                    break
 
 
 class Filter(Op):

@@ -55,6 +55,7 @@ class Ledger:
     metrics: dict[int, OpMetrics] = field(default_factory=dict)
     filtered: list[FilteredRecord] = field(default_factory=list)
     quarantined: list[QuarantineRecord] = field(default_factory=list)
+    traced: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # (op index, change)
 
     def op(self, index: int) -> OpMetrics:
         if index not in self.metrics:

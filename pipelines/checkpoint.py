@@ -24,7 +24,7 @@ from .recipe import Recipe
 from .shards import ShardSpec, input_fingerprint
 from .stages import StageOutput, dumps
 
-PLAN_VERSION = 2
+PLAN_VERSION = 3
 # Settings that change how a run is executed or where its results go, not what they are:
 # a checkpoint stays valid when only these change.
 EXECUTION_KEYS = frozenset(
@@ -102,6 +102,7 @@ class Checkpoint:
             "survivors": len(out.survivors),
             "filtered": len(out.filtered),
             "quarantined": len(out.quarantined),
+            "traced": len(out.traced),
         }
         with AtomicWriter(self.path(stage, shard)) as w:
             w.write(dumps(head))
@@ -111,6 +112,9 @@ class Checkpoint:
                 w.write_raw(line)
             for line in out.quarantined:
                 w.write(dumps([len(line)]))
+                w.write_raw(line)
+            for op_index, line in out.traced:
+                w.write(dumps([op_index, len(line)]))
                 w.write_raw(line)
 
     def read(self, stage: int, shard: int) -> StageOutput:
@@ -124,6 +128,9 @@ class Checkpoint:
             for _ in range(head["quarantined"]):
                 (n,) = loads(fh.readline())
                 out.quarantined.append(fh.read(n))
+            for _ in range(head["traced"]):
+                op_index, n = loads(fh.readline())
+                out.traced.append((op_index, fh.read(n)))
         out.metrics = {int(i): OpMetrics(**m) for i, m in head["metrics"].items()}
         out.quarantine_kinds = Counter(head["kinds"])
         return out

@@ -20,6 +20,7 @@ from .export import RecordWriters, ShardedWriter, remove_stale_exports, stats_pa
 from .recipe import Recipe
 from .stages import Stage, StageOutput, Survivor, filtered_line
 from .summary import RunAccount, machine, now_iso, write_summary
+from .tracer import Tracer, clear_trace
 
 EMPTY_STATS = b'{"__dj__stats__":{}}'
 # Operator errors are judged against the input only after this many samples.
@@ -77,6 +78,10 @@ class RunOutput:
         )
         self.guard = QuarantineGuard(s.max_quarantine_ratio)
         self.names = {op.index: op.name for op in ops}
+        self.tracer = (
+            Tracer(recipe.work_dir, ops, self.account.op_keys(), s.trace_num)
+            if s.open_tracer else None
+        )  # fmt: skip
         self.started, self.t0 = now_iso(), time.perf_counter()
 
     def absorb(self, stage: Stage, out: StageOutput) -> list[Survivor]:
@@ -85,6 +90,11 @@ class RunOutput:
         acc.merge_metrics(out.metrics)
         for op_index, line in out.filtered:
             self.records.write_filtered(op_index, self.names[op_index], line)
+            if self.tracer is not None:
+                self.tracer.filtered(op_index, line)
+        if self.tracer is not None:
+            for op_index, line in out.traced:
+                self.tracer.changed(op_index, line)
         for line in out.quarantined:
             self.records.write_quarantine(stage.index, line)
         acc.quarantined_samples += len(out.quarantined)
@@ -121,6 +131,10 @@ class RunOutput:
             stats_files = []
             remove_stale_exports(stats_path(s.export_path), keep=[])
         records = self.records.commit()
+        if self.tracer is not None:
+            extra["trace_files"] = self.tracer.commit(extra.get("dataset_files", []))
+        else:
+            clear_trace(recipe.work_dir)
         llava: dict[str, Any] = {}
         if s.export_format == "llava":
             from dj_synth.tools.llava import dj_to_llava

@@ -40,8 +40,7 @@ class RecipeError(ValueError):
 # Data-Juicer global keys accepted but not acted on (a warning names them).
 DJ_IGNORED_KEYS = frozenset(
     {
-        "use_cache", "ds_cache_dir", "cache_compress", "open_tracer", "op_list_to_trace",
-        "trace_num", "op_fusion", "fusion_strategy", "adaptive_batch_size", "turbo",
+        "use_cache", "ds_cache_dir", "cache_compress", "op_fusion", "fusion_strategy", "adaptive_batch_size", "turbo",
         "skip_op_error", "open_monitor", "temp_dir", "open_insight_mining",
         "op_list_to_mine", "percentiles", "export_original_dataset", "save_stats_in_one_file",
         "export_in_parallel", "export_extra_args", "keep_hashes_in_res_ds", "suffixes",
@@ -74,6 +73,9 @@ class RecipeSettings(BaseModel):
     export_shard_size: int = 0
     keep_stats_in_res_ds: bool = False
     custom_operator_paths: list[str] = []
+    open_tracer: bool = False  # work_dir/trace/: changed, dropped and duplicate samples
+    op_list_to_trace: list[str] = []  # empty: every operator
+    trace_num: int = 10
     process: list[Any] = []
     # ours
     io_batch_size: int = 512
@@ -138,6 +140,11 @@ class Recipe:
     def np(self) -> int:
         return max(1, min(self.settings.np, os.cpu_count() or 1))
 
+    def traces(self, op_name: str) -> bool:
+        """Whether Data-Juicer's tracer records this operator."""
+        s = self.settings
+        return s.open_tracer and (not s.op_list_to_trace or op_name in s.op_list_to_trace)
+
     def build_ops(self) -> list[Op]:
         """Fresh operator objects (each worker builds its own)."""
         ops = []
@@ -146,6 +153,8 @@ class Recipe:
             op.index = index
             if self.stats_only and isinstance(op, Filter):
                 op.stats_only = True
+            if self.traces(op.name):
+                op.trace_num = self.settings.trace_num
             ops.append(op)
         return ops
 
@@ -236,6 +245,12 @@ def validate_recipe(
     process = settings.process if isinstance(settings.process, list) else []
     specs = [_validate_entry(i, e, recipe, source, warnings, errors) for i, e in enumerate(process)]
     recipe.ops = [spec for spec in specs if spec is not None]
+    untraceable = set(settings.op_list_to_trace) - {_entry_name(e) for e in process}
+    if untraceable:
+        errors.append(
+            f"{source}: op_list_to_trace names {sorted(untraceable)}, not in process "
+            "(leave it empty to trace every operator)"
+        )
     if len(recipe.ops) == len(process):  # every entry built: check what spans entries
         try:
             _check_keep_stats_keys(recipe.build_ops(), source)
@@ -274,6 +289,8 @@ def _check_settings(
         errors.append(f"{source}: 'io_batch_size' must be >= 1, got {settings.io_batch_size}")
     if settings.op_timeout_s is not None and settings.op_timeout_s <= 0:
         errors.append(f"{source}: 'op_timeout_s' must be > 0 seconds (or null for no limit)")
+    if settings.trace_num < 1:
+        errors.append(f"{source}: 'trace_num' must be >= 1, got {settings.trace_num}")
     if not 0 < settings.max_quarantine_ratio <= 1:
         errors.append(f"{source}: 'max_quarantine_ratio' must be in (0, 1]")
     if settings.custom_operator_paths:

@@ -104,6 +104,7 @@ class StageOutput:
     quarantined: list[bytes] = field(default_factory=list)
     quarantine_kinds: Counter[str] = field(default_factory=Counter)
     metrics: dict[int, OpMetrics] = field(default_factory=dict)
+    traced: list[tuple[int, bytes]] = field(default_factory=list)  # (op index, tracer line)
     n_items: int = 0  # rows that entered the stage
     read_seconds: float = 0.0  # parsing and checking input (first stage only)
 
@@ -266,4 +267,5 @@ class StageRunner:
         for rec in ledger.quarantined:
             out.quarantined.append(quarantine_line(rec))
             out.quarantine_kinds[quarantine_kind(rec.stage, rec.error)] += 1
+        out.traced = [(index, dumps(change)) for index, change in ledger.traced]
         out.metrics = ledger.metrics

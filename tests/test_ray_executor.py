@@ -62,6 +62,7 @@ def _outputs(summary: dict) -> dict:
     ]
     llava = summary.get("llava_export_file")
     return {"export": files("export_files"), "stats": files("stats_files"),
+            "trace": files("trace_files"),
             "filtered": {Path(p).name: Path(p).read_bytes() for p in summary["filtered_files"]},
             "llava": Path(llava).read_bytes() if llava else None, "counts": counts,
             "quarantine": (work / "quarantine.jsonl").read_bytes()}  # fmt: skip
@@ -91,8 +92,9 @@ def _modes(recipe_path: Path, tmp_path: Path, *overrides: str, shard: int = 8) -
 
 @pytest.mark.parametrize(
     "settings",
-    [[], ["export_shard_size=3000", "export_format=llava"], ["keep_stats_in_res_ds=true"]],
-    ids=["plain", "export-shards+llava", "stats-in-result"],
+    [["open_tracer=true"], ["export_shard_size=3000", "export_format=llava"],
+     ["keep_stats_in_res_ds=true"]],
+    ids=["tracer", "export-shards+llava", "stats-in-result"],
 )
 def test_parity_demo_recipe(tmp_path, monkeypatch, settings):
     monkeypatch.chdir(REPO)
@@ -109,6 +111,10 @@ def test_parity_demo_recipe(tmp_path, monkeypatch, settings):
     assert a["counts"]["quarantined_samples"] > 0 and sum(a["counts"]["filtered"].values()) > 0
     if "export_format=llava" in settings:
         assert len(a["export"]) > 1 and a["llava"]
+    if "open_tracer=true" in settings:  # a mapper, a filter and a deduplicator traced
+        names = set(a["trace"])
+        assert {"mapper-clean_links_mapper.jsonl", "filter-text_length_filter.jsonl",
+                "duplicate-image_deduplicator.jsonl"} <= names, names  # fmt: skip
     if "keep_stats_in_res_ds=true" in settings:
         assert not a["stats"] and b"__dj__stats__" in next(iter(a["export"].values()))
 
