@@ -19,7 +19,7 @@ _TOKENIZER_FILES = (
 _BATCH = 128  # texts per tokenizer call (Data-Juicer's _TOKENIZATION_BATCH_SIZE)
 
 
-def resolve_tokenizer_path(name_or_path: str) -> str:
+def resolve_tokenizer_path(name_or_path: str, op: str = "token_num_filter") -> str:
     """A local folder holding a Hugging Face tokenizer: the path itself or its HF cache entry.
 
     Unlike `models.resolve_model_path`, no weights are needed. Nothing is downloaded.
@@ -39,7 +39,7 @@ def resolve_tokenizer_path(name_or_path: str) -> str:
         f"downloaded; a folder needs one of {', '.join(_TOKENIZER_FILES)}). On a machine with "
         f"internet: `hf download {name_or_path} --include 'tokenizer*' '*.json' '*.txt' "
         f"'*.model' --local-dir /models/{os.path.basename(name_or_path.rstrip('/'))}`, copy the "
-        "folder here and set token_num_filter.hf_tokenizer to it."
+        f"folder here and set {op}.hf_tokenizer to it."
     )
 
 

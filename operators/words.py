@@ -78,9 +78,18 @@ class WordSplitter:
     def words(self, text: str) -> list[str]:
         if self.sp_path is None:
             return split_words(text)
+        return self._processor().encode_as_pieces(text)
+
+    def words_of(self, texts: list[str]) -> list[list[str]]:
+        """`words` of each text; SentencePiece encodes the whole list in one call."""
+        if self.sp_path is None:
+            return [split_words(text) for text in texts]
+        return self._processor().encode(list(texts), out_type=str)
+
+    def _processor(self) -> Any:
         if self._sp is None:
             self._sp = load_sentencepiece(self.sp_path)
-        return self._sp.encode_as_pieces(text)
+        return self._sp
 
 
 def _sentencepiece() -> Any:

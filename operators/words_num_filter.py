@@ -8,6 +8,7 @@ from .base import RangeFilter
 from .batch import Batch
 from .registry import register
 from .special_characters_filter import ASCII_SPECIAL, SPECIAL_CHARACTERS
+from .words import WordSplitter
 
 # Data-Juicer splits on ' ', '\n' and '\t' only, strips special characters from
 # both ends of each word and drops words that end up empty. So a word counts iff
@@ -22,8 +23,12 @@ def count_words(text: str) -> int:
         # Deleting the ASCII specials other than ' ', '\n', '\t' leaves those three
         # as the only bytes.split() whitespace ('\r', '\v', '\f' are special).
         return len(text.encode().translate(None, _ASCII_DELETE).split())
-    parts = text.replace("\n", " ").replace("\t", " ").split(" ")
-    return len(parts) - sum(map(SPECIAL_CHARACTERS.issuperset, parts))
+    return count_refined(text.replace("\n", " ").replace("\t", " ").split(" "))
+
+
+def count_refined(words: list[str]) -> int:
+    """The words left once special characters are stripped from their ends (no lower-casing)."""
+    return len(words) - sum(map(SPECIAL_CHARACTERS.issuperset, words))
 
 
 @register("words_num_filter")
@@ -32,9 +37,12 @@ class WordsNumFilter(RangeFilter):
 
     Words are split on ' ', '\\n' and '\\t' only (as Data-Juicer does); special
     characters (punctuation, digits, emoji, ...) are stripped from word edges and
-    words left empty are not counted: "a , b --- 123" has 2 words.
-    `tokenization=True` needs Data-Juicer's downloaded SentencePiece model
-    (`{lang}.sp.model`); we have no offline copy, so it is rejected with an error.
+    words left empty are not counted: "a , b --- 123" has 2 words. With
+    `tokenization: true` the words are the pieces of Data-Juicer's SentencePiece model
+    `{lang}.sp.model` (found as Data-Juicer finds it, see `dj_model_files`, or given by
+    path with `sp_model`, ours), refined the same way: a piece such as "\u2581" counts
+    (U+2581 is not special), "," or "1" does not. Words are not lower-cased
+    (Data-Juicer's `words_refinement` default here).
     """
 
     stats_key = "num_words"
@@ -47,19 +55,17 @@ class WordsNumFilter(RangeFilter):
         tokenization: bool = False,
         min_num: int = 10,
         max_num: int = sys.maxsize,
+        sp_model: str | None = None,
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        if tokenization:
-            raise ValueError(
-                "words_num_filter: tokenization=True needs Data-Juicer's SentencePiece model "
-                f"'{lang}.sp.model', which dj-synth cannot download; use tokenization=False "
-                "(whitespace words)"
-            )
         self.lang = lang
         self.tokenization = tokenization
         self.min_num = min_num
         self.max_num = max_num
+        self.splitter = WordSplitter(self.name, lang, tokenization, sp_model)
 
     def compute(self, batch: Batch) -> list[int]:
-        return [count_words(text) for text in batch.texts]
+        if not self.tokenization:
+            return [count_words(text) for text in batch.texts]
+        return [count_refined(pieces) for pieces in self.splitter.words_of(batch.texts)]

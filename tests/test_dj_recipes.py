@@ -5,14 +5,16 @@
 or fail only on model files it cannot find, each named with where to put it; with the
 model files in Data-Juicer's cache and tiny Hugging Face models given by `--set`, each
 must validate completely. `llava-pretrain-refine.yaml` also runs end to end.
+
+Each check loops over every recipe inside one test and reports all failing recipes at
+once (one test case per recipe cost more in pytest's overhead than the checks do).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +28,19 @@ from dj_synth.pipelines.recipe import RecipeError, load_recipe
 RECIPES = Path(__file__).parent / "data" / "dj_recipes"
 RECIPE_FILES = sorted(RECIPES.rglob("*.yaml"))
 WORD_FILTERS = {"word_repetition_filter", "flagged_words_filter", "stopwords_filter"}
+DJ_TOKENIZER = "EleutherAI/pythia-6.9b-deduped"
 HF_MODEL_ARGS = {  # operator -> (argument, Data-Juicer's default)
     "image_text_similarity_filter": ("hf_clip", "openai/clip-vit-base-patch32"),
     "image_text_matching_filter": ("hf_blip", "Salesforce/blip-itm-base-coco"),
-    "token_num_filter": ("hf_tokenizer", "EleutherAI/pythia-6.9b-deduped"),
+    "token_num_filter": ("hf_tokenizer", DJ_TOKENIZER),
+    # Data-Juicer's tokenizer is fixed; `hf_tokenizer` is ours. Only with tokenization.
+    "alphanumeric_filter": ("hf_tokenizer", DJ_TOKENIZER),
 }
+
+
+@functools.cache
+def recipe_data(path: Path) -> dict:
+    return yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
 
 
 def entries(recipe: dict) -> list[tuple[str, dict]]:
@@ -42,6 +52,13 @@ def entries(recipe: dict) -> list[tuple[str, dict]]:
     return out
 
 
+def hf_model_arg(name: str, args: dict) -> tuple[str, str] | None:
+    """(argument, default) of the Hugging Face model or tokenizer this entry needs, if any."""
+    if name == "alphanumeric_filter" and not args.get("tokenization"):
+        return None
+    return HF_MODEL_ARGS.get(name)
+
+
 def models_needed(recipe: dict) -> set[str]:
     """The model files and folders the recipe needs, read from its operators' arguments."""
     need = set()
@@ -51,34 +68,20 @@ def models_needed(recipe: dict) -> set[str]:
             need |= {f"{lang}.arpa.bin", f"{lang}.sp.model"}
         elif name in WORD_FILTERS | {"words_num_filter"} and args.get("tokenization"):
             need.add(f"{lang}.sp.model")
-        elif name == "alphanumeric_filter" and args.get("tokenization"):
-            need.add("EleutherAI/pythia-6.9b-deduped")  # Data-Juicer's fixed tokenizer
-        elif name in HF_MODEL_ARGS:
-            arg, default = HF_MODEL_ARGS[name]
-            need.add(args.get(arg, default))
+        elif hf := hf_model_arg(name, args):
+            need.add(args.get(hf[0], hf[1]))
     return need
 
 
-# Gaps other operators still have; each recipe they touch is a strict xfail, so the test
-# fails (XPASS) the day the gap closes and the entry must go.
-def known_gaps(recipe: dict) -> list[str]:
-    gaps = []
-    for name, args in entries(recipe):
-        if name in ("words_num_filter", "alphanumeric_filter") and args.get("tokenization"):
-            gaps.append(f"{name} refuses tokenization: true instead of finding its model")
-        for value in args.values():
-            if isinstance(value, str) and re.fullmatch(r"\d+(\.\d*)?[eE]\d+", value):
-                gaps.append(f"the recipe loader reads {value!r} as a string, not a number")
-    return sorted(set(gaps))
-
-
-def recipe_params(with_gaps: bool = True) -> list[Any]:
-    params = []
+def check_each(check, *args) -> None:
+    """Run `check(path, *args)` on every recipe; fail with every failing recipe's error."""
+    failures = {}
     for path in RECIPE_FILES:
-        gaps = known_gaps(yaml.safe_load(path.read_text())) if with_gaps else []
-        marks = [pytest.mark.xfail(strict=True, reason="; ".join(gaps))] if gaps else []
-        params.append(pytest.param(path, id=str(path.relative_to(RECIPES)), marks=marks))
-    return params
+        try:
+            check(path, *args)
+        except (AssertionError, RecipeError) as exc:
+            failures[str(path.relative_to(RECIPES))] = f"{type(exc).__name__}: {exc}"
+    assert not failures, "\n\n".join(f"{k}:\n{v}" for k, v in failures.items())
 
 
 @pytest.fixture
@@ -98,12 +101,16 @@ def test_the_vendored_recipes_are_the_image_text_ones():
     assert len(names) == 24 and "llava-pretrain-refine.yaml" in names
     assert not any("video" in n or "sandbox" in n or "img-diff" in n for n in names)
     assert (RECIPES / "LICENSE").read_text().lstrip().startswith("Apache License")
+    # the recipes exercise the tokenization modes (SentencePiece words, HF tokens)
+    tokenized = {
+        name for path in RECIPE_FILES for name, args in entries(recipe_data(path))
+        if args.get("tokenization")
+    }  # fmt: skip
+    assert {"words_num_filter", "alphanumeric_filter"} <= tokenized
 
 
-@pytest.mark.parametrize("path", recipe_params())
-def test_recipe_validates_offline_but_for_missing_models(path, offline):
-    recipe = yaml.safe_load(path.read_text())
-    need = models_needed(recipe)
+def _validates_offline_but_for_missing_models(path: Path, cache: Path) -> None:
+    need = models_needed(recipe_data(path))
     try:
         load_recipe(path)
     except RecipeError as exc:
@@ -116,12 +123,17 @@ def test_recipe_validates_offline_but_for_missing_models(path, offline):
         found = re.findall(r"'([^']+)' not found \(tried", line)
         assert found, line
         for name in found:  # each says where to put it
-            where = (
-                f"Put {name} in {offline}" if name.endswith((".bin", ".model")) else "--local-dir"
-            )
+            where = f"Put {name} in {cache}" if name.endswith((".bin", ".model")) else "--local-dir"
             assert where in line, line
         named.update(found)
     assert named == need
+
+
+def test_every_recipe_validates_offline_but_for_missing_models(offline):
+    check_each(_validates_offline_but_for_missing_models, offline)
+
+
+# -- with the model files ------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -133,28 +145,48 @@ def dj_models_dir(tmp_path_factory):
     return make_dj_models(tmp_path_factory.mktemp("dj_models"), langs=("en", "zh"))
 
 
-@pytest.mark.parametrize("path", recipe_params())
-def test_recipe_validates_with_local_models(path, offline, monkeypatch, dj_models_dir, tiny_models):
-    monkeypatch.setenv("DATA_JUICER_MODELS_CACHE", dj_models_dir)
-    folders = {"hf_clip": tiny_models["clip"], "hf_blip": tiny_models["blip_itm"]}
-    overrides = [
-        f"{name}.{HF_MODEL_ARGS[name][0]}={folders[HF_MODEL_ARGS[name][0]]}"
-        for name, _ in entries(yaml.safe_load(path.read_text()))
-        if name in HF_MODEL_ARGS
-    ]
+@pytest.fixture(scope="module")
+def recipe_models(tmp_path_factory):
+    """Only the tiny models these recipes use (the session's `tiny_models` builds all)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from dj_synth.tools.tiny_models import make_tiny_causal_lm, make_tiny_models
+
+    folder = tmp_path_factory.mktemp("recipe_models")
+    models = make_tiny_models(folder, seed=0, names=("clip", "blip_itm"))
+    # a causal LM for perplexity_filter; its byte-level BPE tokenizer stands in for pythia's
+    models["lm"] = make_tiny_causal_lm(folder / "lm", seed=0)
+    return models
+
+
+def _validates_with_local_models(path: Path, models: dict[str, str]) -> None:
+    folders = {
+        "hf_clip": models["clip"],
+        "hf_blip": models["blip_itm"],
+        "hf_tokenizer": models["lm"],
+    }
+    ops = entries(recipe_data(path))
+    overrides = sorted({
+        f"{name}.{hf[0]}={folders[hf[0]]}" for name, args in ops if (hf := hf_model_arg(name, args))
+    })  # fmt: skip
     recipe = load_recipe(path, overrides)
-    assert [spec.name for spec in recipe.ops] == [
-        name for name, _ in entries(yaml.safe_load(path.read_text()))
-    ]
+    assert [spec.name for spec in recipe.ops] == [name for name, _ in ops]
+
+
+def test_every_recipe_validates_with_local_models(
+    offline, monkeypatch, dj_models_dir, recipe_models
+):
+    monkeypatch.setenv("DATA_JUICER_MODELS_CACHE", dj_models_dir)
+    check_each(_validates_with_local_models, recipe_models)
 
 
 def test_dry_run_lists_each_missing_model_with_where_to_put_it(offline):
-    path = RECIPES / "llava-pretrain-refine.yaml"
-    cli = subprocess.run(
-        [str(Path(sys.executable).parent / "dj-run"), str(path), "--dry-run"],
-        capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
-    assert cli.returncode == 2, cli.stderr
+    from typer.testing import CliRunner
+
+    from dj_synth.pipelines.cli import app
+
+    cli = CliRunner().invoke(app, [str(RECIPES / "llava-pretrain-refine.yaml"), "--dry-run"])
+    assert cli.exit_code == 2, cli.output
     for name in ("en.arpa.bin", "en.sp.model"):
         assert f"Put {name} in {offline}" in cli.stderr
     for name in ("openai/clip-vit-base-patch32", "Salesforce/blip-itm-base-coco"):
@@ -165,14 +197,6 @@ def test_dry_run_lists_each_missing_model_with_where_to_put_it(offline):
 # -- llava-pretrain-refine.yaml end to end ---------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny_lm(tmp_path_factory):
-    pytest.importorskip("transformers")
-    from dj_synth.tools.tiny_models import make_tiny_causal_lm
-
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"), seed=0)
-
-
 def _image(path: Path, width: int, height: int) -> str:
     pixels = [((x * 7) % 256, (y * 5) % 256, 128) for y in range(height) for x in range(width)]
     image = Image.new("RGB", (width, height))
@@ -181,7 +205,7 @@ def _image(path: Path, width: int, height: int) -> str:
     return str(path)
 
 
-def test_llava_pretrain_refine_end_to_end(tmp_path, tiny_models, tiny_lm):
+def test_llava_pretrain_refine_end_to_end(tmp_path, recipe_models):
     from dj_synth.operators.word_lists import load_word_lists
     from dj_synth.operators.words import refine_words
 
@@ -190,7 +214,7 @@ def test_llava_pretrain_refine_end_to_end(tmp_path, tiny_models, tiny_lm):
         if w.isalpha() and w.isascii() and len(w) > 3 and refine_words([w]) == [w]
     )  # fmt: skip
     ok = _image(tmp_path / "ok.jpg", 64, 48)
-    samples = {
+    samples: dict[str, Any] = {
         # pass every text filter by hand: alnum 37/48, special 11/48, no repeated 10-gram
         "clean1": ("<image>\na small red car parked on a quiet street", ok),
         "clean2": ("<image>\ntwo dogs running across a green field", ok),
@@ -214,9 +238,9 @@ def test_llava_pretrain_refine_end_to_end(tmp_path, tiny_models, tiny_lm):
     summary = run_recipe(
         RECIPES / "llava-pretrain-refine.yaml",
         f"dataset_path={data}", f"export_path={out}", "np=1",
-        f"perplexity_filter.hf_model={tiny_lm}",
-        f"image_text_similarity_filter.hf_clip={tiny_models['clip']}",
-        f"image_text_matching_filter.hf_blip={tiny_models['blip_itm']}",
+        f"perplexity_filter.hf_model={recipe_models['lm']}",
+        f"image_text_similarity_filter.hf_clip={recipe_models['clip']}",
+        f"image_text_matching_filter.hf_blip={recipe_models['blip_itm']}",
         # random tiny models: their scores mean nothing, so their thresholds keep everything
         "image_text_similarity_filter.min_score=-1", "image_text_matching_filter.min_score=0",
     )  # fmt: skip

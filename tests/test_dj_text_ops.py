@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import pickle
 import random
 import time
 
@@ -391,6 +392,95 @@ def test_word_filters_tokenize_with_the_data_juicer_sentencepiece_model(dj_cache
         tokenization=True,
     )  # fmt: skip
     assert values == [2 / 3]
+
+
+# -- words_num_filter / alphanumeric_filter with tokenization: true ---------------------
+
+
+def test_words_num_counts_refined_sentencepiece_pieces(dj_cache):
+    # The word model of make_dj_models knows the, cat, sat, on, mat, a, dog, ran, in, park;
+    # any other space-separated chunk is one piece of its own (consecutive unknown chunks
+    # would merge into one, so these texts keep them apart). Every piece starts with U+2581,
+    # which is not a special character: "\u2581," strips to "\u2581" and counts as a word
+    # (Data-Juicer's refinement, not lower-cased), where the whitespace split's "," does not.
+    texts = ["the cat , sat 42", "the ... dog", "", "a dog ran in the park", ","]
+    # pieces: the cat , sat 42 -> 5 | the ... dog -> 3 | none -> 0 | 6 | "\u2581," -> 1
+    values, kept = stat(
+        "words_num_filter", texts, "num_words", tokenization=True, min_num=3, max_num=5
+    )
+    assert values == [5, 3, 0, 6, 1]
+    assert kept == texts[:2]
+    # whitespace words: ",", "42" and "..." are all special and do not count
+    values, _ = stat("words_num_filter", texts, "num_words")
+    assert values == [3, 2, 0, 6, 0]
+    # the model loads once per worker and is never pickled with the operator
+    op = get_operator("words_num_filter")(tokenization=True, sp_model=f"{dj_cache}/en.sp.model")
+    assert op.splitter.words_of(texts[:1]) == [op.splitter.words(texts[0])]
+    again = pickle.loads(pickle.dumps(op))
+    assert again.splitter._sp is None and again.splitter.words_of([","]) == [["\u2581,"]]
+
+
+def test_words_num_tokenization_model_missing(tmp_path, monkeypatch):
+    monkeypatch.setenv("DATA_JUICER_MODELS_CACHE", str(tmp_path / "empty"))
+    monkeypatch.delenv("DATA_JUICER_EXTERNAL_MODELS_HOME", raising=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError) as err:
+        get_operator("words_num_filter")(lang="zh", tokenization=True)
+    message = str(err.value)
+    assert "'zh.sp.model' not found" in message and "sp_model" in message
+    assert f"Put zh.sp.model in {tmp_path / 'empty'}" in message
+    get_operator("words_num_filter")(lang="zh")  # whitespace words need no model
+
+
+def test_alpha_token_ratio_is_letters_per_token(wordpiece_dir):
+    texts = ["Hello worlds!", "hello 42", "", "!!!", "h\xe9llo"]
+    # lower-cased WordPiece over hello, world, ##s, !: hello world ##s ! -> 11 letters / 4
+    # hello [UNK] -> 5 / 2 (digits are not letters) | no token -> 0.0 | ! ! ! -> 0 / 3
+    # h\xe9llo -> hello (accent stripped) -> 5 / 1 (the text's '\xe9' is a letter)
+    values, kept = stat(
+        "alphanumeric_filter", texts, "alpha_token_ratio", tokenization=True,
+        hf_tokenizer=wordpiece_dir, min_ratio=2.6, max_ratio=5,
+    )  # fmt: skip
+    assert values == [2.75, 2.5, 0.0, 0.0, 5.0]
+    assert kept == ["Hello worlds!", "h\xe9llo"]
+    op = get_operator("alphanumeric_filter")(tokenization=True, hf_tokenizer=wordpiece_dir)
+    assert op.stats_keys == ("alpha_token_ratio",)
+    assert get_operator("alphanumeric_filter")().stats_keys == ("alnum_ratio",)
+
+
+def test_alpha_token_ratio_counts_the_tokens_tokenize_returns(tiny_lm):
+    """Data-Juicer divides by len(tokenizer.tokenize(text)); a byte-level BPE as pythia's."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_lm)
+    texts = ["a photo of a cat", "Z\xfcrich 2024: na\xefve caf\xe9!!", "  spaced   out\n\nx ",
+             "\u4e2d\u6587\u5b57", "<image> a dog", " "]  # fmt: skip
+    expected = []
+    for text in texts:
+        tokens = tok.tokenize(text)
+        expected.append(sum(c.isalpha() for c in text) / len(tokens) if tokens else 0.0)
+    values, _ = stat(
+        "alphanumeric_filter", texts, "alpha_token_ratio", tokenization=True, hf_tokenizer=tiny_lm
+    )
+    assert values == expected
+    assert len(set(expected)) == len(texts)  # the cases differ: no constant slips through
+    op = pickle.loads(pickle.dumps(get_operator("alphanumeric_filter")(
+        tokenization=True, hf_tokenizer=tiny_lm
+    )))  # fmt: skip
+    assert op._model is None
+
+
+def test_alpha_token_ratio_tokenizer_missing(tmp_path, monkeypatch):
+    from dj_synth.operators import token_num_filter
+
+    monkeypatch.setattr(token_num_filter, "_hf_cache_dir", lambda repo_id: None)  # none cached
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ModelNotFoundError) as err:
+        get_operator("alphanumeric_filter")(tokenization=True)
+    message = str(err.value)
+    assert "'EleutherAI/pythia-6.9b-deduped' not found" in message
+    assert "--local-dir" in message and "alphanumeric_filter.hf_tokenizer" in message
+    get_operator("alphanumeric_filter")()  # the character ratio needs no tokenizer
 
 
 # -- perplexity_filter: a Hugging Face causal LM --------------------------------------
