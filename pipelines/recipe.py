@@ -29,6 +29,9 @@ from dj_synth.operators.base import IGNORED_OP_ARGS
 log = logging.getLogger("dj_synth")
 
 
+# PyYAML's safe loader, in C where libyaml is there (the pure-Python one is slow).
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
 # Numbers YAML 1.1 (PyYAML) reads as strings but Data-Juicer's parser reads as numbers.
 _YAML11_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -85,6 +88,7 @@ class RecipeSettings(BaseModel):
     export_format: Literal["jsonl", "llava"] = "jsonl"
     llava_export_path: str | None = None
     llava_options: dict[str, Any] = {}
+    report: bool = False  # write work_dir/analysis/report.html at the end (dj-analyze's report)
 
 
 @dataclass
@@ -167,7 +171,7 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {path}: {exc}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise RecipeError(f"recipe {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
