@@ -361,6 +361,48 @@ def test_failed_stage_is_named(tmp_path, capsys):
     assert (tmp_path / "data/dj.jsonl-200k.jsonl.json").is_file()
 
 
+def _llava_original(path: Path, question: str) -> None:
+    path.write_text(json.dumps([
+        {"id": "x1", "image": "a.jpg", "conversations": [
+            {"from": "human", "value": f"<image>\n{question}"}, {"from": "gpt", "value": "x"}]}
+    ]))  # fmt: skip
+
+
+def test_resume_reruns_exactly_the_stages_whose_inputs_changed(tmp_path, capsys):
+    """Per-stage fingerprints: an input file changed reruns its stage and the later ones only;
+    a config value changes the stage's command line, which counts as a changed input."""
+    cfg = _minimal(tmp_path)
+    (tmp_path / "data/dj.jsonl").write_text(
+        json.dumps({"id": "x1", "images": ["a.jpg"], "text": "<__dj__image>\ncap <|__dj__eoc|>"})
+        + "\n"
+    )
+    _llava_original(tmp_path / "data/stage_1.json", "Describe.")
+    run = [str(cfg), "--until", "convert", "--quiet"]
+    assert train_main(run) == 0
+    capsys.readouterr()
+    assert train_main([*run, "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "cap: done earlier, skipped" in said and "convert: done earlier, skipped" in said
+
+    _llava_original(tmp_path / "data/stage_1.json", "Caption it.")  # convert's input only
+    assert train_main([*run, "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "cap: done earlier, skipped" in said
+    assert "convert: out of date (data/stage_1.json changed since it ran)" in said
+    llava = json.loads((tmp_path / "data/dj.jsonl-200k.jsonl.json").read_text())
+    assert llava[0]["conversations"][0]["value"] == "<image>\nCaption it."  # restored as is
+
+    data = yaml.safe_load(cfg.read_text())
+    data["pretrain"]["cap"] = 5  # cap's command line changes; convert follows it
+    cfg.write_text(yaml.safe_dump(data))
+    assert train_main([*run, "--resume"]) == 0
+    said = capsys.readouterr().out
+    assert "[dj-train] cap: out of date (its command line changed" in said
+    assert "done earlier" not in said
+    state = json.loads((tmp_path / "output/dj_train_state.json").read_text())
+    assert [s["status"] for s in state["stages"].values()] == ["done", "done"]
+
+
 def test_shipped_config_is_valid_for_8_gpus(tmp_path):
     """recipes/challenge_flow.yaml: schema-valid, and its batches fit the rule on 8 GPUs."""
     from dj_synth.tools.challenge.config import FlowConfig, ResolvedConfig, check_global_batches

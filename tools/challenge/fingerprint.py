@@ -67,7 +67,10 @@ class Fingerprints:
     def _folder(path: Path) -> str:
         lines = []
         for entry in sorted(os.scandir(path), key=lambda e: e.name):
-            st = entry.stat()
+            try:
+                st = entry.stat()
+            except OSError:  # a broken link: its own times
+                st = entry.stat(follow_symlinks=False)
             kind = "d" if entry.is_dir() else "f"
             lines.append(
                 f"{entry.name}\t{kind}\t{st.st_size if kind == 'f' else 0}\t{st.st_mtime_ns}"

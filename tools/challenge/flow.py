@@ -285,15 +285,22 @@ def _recipe_inputs(rc: ResolvedConfig) -> list[Path | None]:
         return []
     named = data.get("dataset_path")
     named = list(named) if isinstance(named, list) else [named]
-    for entry in data.get("process") or []:
+    process = data.get("process")
+    for entry in process if isinstance(process, list) else []:
         for args in entry.values() if isinstance(entry, dict) else []:
-            named += [v for v in (args or {}).values() if isinstance(v, str)]
+            if isinstance(args, dict):
+                named += [v for v in args.values() if isinstance(v, str)]
     found = []
     for value in named:
-        if isinstance(value, str) and value and "\n" not in value and len(value) < 4096:
-            p = rc.path(value)
-            if p is not None and p.exists() and not _within(p, rc.output_dir):
-                found.append(p)
+        if not isinstance(value, str) or not value or "\n" in value or len(value) > 4096:
+            continue
+        p = rc.path(value)
+        try:
+            exists = p is not None and p.exists()
+        except (OSError, ValueError):  # not a path at all (a NUL, a name too long)
+            continue
+        if exists and not _within(p, rc.output_dir):  # type: ignore[arg-type]
+            found.append(p)
     return found
 
 
