@@ -103,6 +103,10 @@ def run_recipe(
             raise
         summary = output.commit(samples, blank, **extra)
         ckpt.remove()  # the run is committed: nothing is left to resume
+    if s.report:
+        from dj_synth.tools.analyze import run_report
+
+        log.info("report: %s", run_report(recipe.work_dir, recipe))
     return summary
 
 

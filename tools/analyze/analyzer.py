@@ -98,6 +98,7 @@ def stats_only_recipe(recipe: Recipe, folder: str, dataset_path: str | None = No
             "export_format": "jsonl",
             "export_shard_size": 0,
             "use_checkpoint": False,
+            "open_tracer": False,
             "report": False,
         }
     )
