@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -239,12 +237,6 @@ class ResolvedConfig:
         if "/" not in name and not name.endswith(".json") and bundled.is_file():
             return bundled
         return self.path(name)  # type: ignore[return-value]
-
-    def fingerprint(self) -> str:
-        """Hash of the validated config (paths resolved): a resume checks it is unchanged."""
-        data = self.cfg.model_dump(mode="json")
-        data["root"] = str(self.root)
-        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
     def as_yaml(self) -> str:
         data = self.cfg.model_dump(mode="json")

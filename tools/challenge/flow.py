@@ -2,9 +2,10 @@
 
 Every stage is a list of shell commands; the flow runs them and writes the same commands to
 ``output/train.sh``, so the script is exactly what was done (and reruns it by hand). Progress is
-kept in ``output/dj_train_state.json``: a rerun with ``--resume`` skips the stages that finished
-(with the same config), ``--from-stage`` redoes a stage and everything after it, and a failed
-stage is named with its exit code and log. Training output follows the toolkit's tree
+kept in ``output/dj_train_state.json``, with the fingerprints of what each stage consumed and
+wrote (``fingerprint.py``): a rerun with ``--resume`` skips the stages that are still current and
+reruns from the first that is not, ``--from-stage`` redoes a stage and everything after it, and
+a failed stage is named with its exit code and log. Training output follows the toolkit's tree
 (``output/training_dirs/MGM-2B-{Pretrain,Finetune}-<EXP>/{pretrain,finetuning}.log``,
 ``output/eval_results/MGM-2B-Finetune-<EXP>/...``) so ``dj-pack`` and the organisers find it.
 """
