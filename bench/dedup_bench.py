@@ -131,9 +131,11 @@ def random_crop(rng: random.Random, w: int, h: int) -> Image.Image:
     return im.resize((w, h), Image.BILINEAR)
 
 
-def make_original(seed: int, index: int) -> Image.Image:
+def make_original(seed: int, index: int, side: int = 0) -> Image.Image:
+    """Original #index; its long side is 64-320 px, or `side` px when given."""
     rng = random.Random(f"{seed}-dedup-image-{index}")
     long_side = rng.randint(64, 320)
+    long_side = side or long_side
     ratio = math.exp(rng.uniform(math.log(0.5), math.log(2.0)))
     w, h = (long_side, long_side / ratio) if ratio >= 1 else (long_side * ratio, long_side)
     w, h = max(32, round(w)), max(32, round(h))
@@ -185,18 +187,19 @@ def _save(path: str, data: bytes) -> None:
 
 
 def _write_image(job: tuple) -> int:
-    """job: (root, seed, "orig", index) or (root, seed, "dup", dup, original, kind)."""
-    root, seed, what, *rest = job
+    """job: (root, seed, side, "orig", index) or (root, seed, side, "dup", dup, original,
+    kind); side 0 for the default sizes."""
+    root, seed, side, what, *rest = job
     name = original_name(rest[0]) if what == "orig" else dup_name(rest[0], rest[2])
     path = os.path.join(root, name)
     if os.path.exists(path):
         return 0
     if what == "orig":
-        _save(path, jpeg_bytes(make_original(seed, rest[0]), 85))
+        _save(path, jpeg_bytes(make_original(seed, rest[0], side), 85))
         return 1
     dup, original, kind = rest
     rng = random.Random(f"{seed}-dedup-dup-{dup}")
-    im = Image.open(io.BytesIO(jpeg_bytes(make_original(seed, original), 85))).convert("RGB")
+    im = Image.open(io.BytesIO(jpeg_bytes(make_original(seed, original, side), 85))).convert("RGB")
     if kind == "jpeg":
         data = jpeg_bytes(im, rng.randint(60, 95))
     elif kind == "resize":
@@ -219,9 +222,10 @@ def render_caption(words: list[str]) -> str:
     return " ".join([words[0].capitalize(), *words[1:]]) + "."
 
 
-def image_corpus(n: int, seed: int, jobs: int) -> Path:
-    """Generate (once) the image corpus of n distinct originals + planted near-duplicates."""
-    root = DATA / f"dedup_images_{n}_s{seed}"
+def image_corpus(n: int, seed: int, jobs: int, side: int = 0) -> Path:
+    """Generate (once) the image corpus of n distinct originals + planted near-duplicates
+    (originals `side` px on their long side when given: quicker to make and to hash)."""
+    root = DATA / (f"dedup_images_{n}_s{seed}" + (f"_side{side}" if side else ""))
     path = root / "corpus.jsonl"
     if path.exists():
         return path
@@ -232,11 +236,11 @@ def image_corpus(n: int, seed: int, jobs: int) -> Path:
     dups = 0
     for i in range(n):
         lines.append((f"{len(lines):07d}-o{i:06d}", original_name(i)))
-        work.append((str(root), seed, "orig", i))
+        work.append((str(root), seed, side, "orig", i))
         while rng.random() < DUP_RATE:  # on average DUP_RATE / (1 - DUP_RATE) per original
             original, kind = rng.randint(0, i), rng.choice(DUP_KINDS)
             lines.append((f"{len(lines):07d}-d{original:06d}-{kind}", dup_name(dups, kind)))
-            work.append((str(root), seed, "dup", dups, original, kind))
+            work.append((str(root), seed, side, "dup", dups, original, kind))
             dups += 1
     t0 = time.perf_counter()
     made = 0
@@ -329,6 +333,98 @@ def head_subset(full: Path, k: int) -> Path:
 
 
 # ---------------------------------------------------------------------------
+# the indexes alone, in this process (no dj-run: no JSON, no export)
+
+
+def _signatures(lines: list[str]) -> list[tuple[str, bytes | None]]:
+    from dj_synth.operators import get_operator
+
+    op = get_operator("document_minhash_deduplicator")(**MINHASH_ARGS)
+    out = []
+    for line in lines:
+        row = json.loads(line)
+        shingles = op.shingles(row["text"])
+        out.append((row["id"], op.signature(shingles) if shingles else None))
+    return out
+
+
+def _chunks(path: Path, n: int, size: int = 2000):
+    with open(path, encoding="utf-8") as fh:
+        chunk: list[str] = []
+        for _, line in zip(range(n), fh):
+            chunk.append(line)
+            if len(chunk) == size:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+
+def minhash_replay(path: Path, n: int, marks: list[int], drops_out: Path | None) -> list[dict]:
+    """Signatures in 2 worker processes, admitted in input order into the MinHash index of
+    this process (whatever `dj_synth` is on the path: --code selects old code). Reports
+    time and this process's peak RSS at each mark; writes `id<TAB>reason` per drop."""
+    import resource
+
+    from dj_synth.operators import get_operator
+    from dj_synth.operators.batch import SampleRef
+
+    op = get_operator("document_minhash_deduplicator")(**MINHASH_ARGS)
+    index = op.new_index()
+    rows, done, dropped, t0 = [], 0, Counter(), time.perf_counter()
+    out = open(drops_out, "w", encoding="utf-8") if drops_out else None
+    with Pool(2) as pool:
+        for keys in pool.imap(_signatures, _chunks(path, n), chunksize=1):
+            for sid, key in keys:
+                reason = index.admit(key, SampleRef(done, "c", done + 1), sid)
+                done += 1
+                if reason is not None:
+                    dropped[sid.split("-", 1)[1]] += 1
+                    if out:
+                        out.write(f"{sid}\t{reason}\n")
+                if done in marks:
+                    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+                    rows.append({"n": done, "s": round(time.perf_counter() - t0, 1),
+                                 "peak_mib": round(peak), "dropped": dict(dropped),
+                                 "loadavg": round(os.getloadavg()[0], 2)})  # fmt: skip
+                    print(f"  minhash replay {done:,}: {rows[-1]}", file=sys.stderr, flush=True)
+    if out:
+        out.close()
+    return rows
+
+
+def hamming_replay(n: int, threshold: int, seed: int = 0) -> dict:
+    """Synthetic pHash keys (uniform random 64-bit hashes, 10% near copies with up to
+    `threshold` bits flipped, each with a random 8x8 thumbnail, copies with the same one)
+    admitted into the image_deduplicator's index: the lookup cost alone as N grows."""
+    import resource
+
+    from dj_synth.operators import get_operator
+    from dj_synth.operators.batch import SampleRef
+
+    op = get_operator("image_deduplicator")(hamming_threshold=threshold)
+    index = op.new_index()
+    rng = random.Random(f"{seed}-hamming-replay")
+    thumbs = np.random.default_rng(seed).integers(0, 256, (1024, 192), dtype=np.uint8)
+    originals: list[tuple[int, bytes]] = []
+    marks, out, dropped, t0 = {n // 10, n // 2, n}, {}, 0, time.perf_counter()
+    for i in range(1, n + 1):
+        if originals and rng.random() < 0.1:
+            h, look = rng.choice(originals)
+            for b in rng.sample(range(64), rng.randint(0, threshold)):
+                h ^= 1 << b
+        else:
+            h, look = rng.getrandbits(64), thumbs[rng.randrange(1024)].tobytes()
+            originals.append((h, look))
+        dropped += index.admit(((f"{h:016x}",), None, (look,)), SampleRef(i, "h", i), i) is not None
+        if i in marks:
+            out[i] = (round(time.perf_counter() - t0, 1), dropped,
+                      round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))  # fmt: skip
+            print(f"  hamming replay t={threshold} {i:,}: {out[i]}", file=sys.stderr, flush=True)
+    return out
+
+
+# ---------------------------------------------------------------------------
 # runs
 
 
@@ -396,6 +492,7 @@ def measure_once(n: int, data: Path, recipe: Path, np_: int, out_dir: Path) -> d
     busy = busy_seconds() - busy0
     own = own_cpu_seconds(out_dir / "time.txt")
     row["cpu_s"] = round(own, 1) if own is not None else None
+    row["loadavg"] = round(os.getloadavg()[0], 2)  # `uptime`'s 1-minute load at the end
     # CPU used by anything else on the machine meanwhile (another job skews the timing)
     row["other_cores"] = round(max(0.0, busy - own) / row["wall_s"], 2) if own is not None else None
     return row
@@ -437,11 +534,12 @@ def caught(row: dict, kinds: tuple[str, ...]) -> str:
     return f"{got:,}/{total:,}" if total else "-"
 
 
-def render(rows: list[dict], info: dict[str, str], commands: list[str], notes: str) -> str:
-    begin, end = run_bench._marks(*BLOCK)
+def render(rows: list[dict], info: dict[str, str], commands: list[str], notes: str,
+           block: str = BLOCK[1], title: str = "") -> str:  # fmt: skip
+    begin, end = run_bench._marks(BLOCK[0], block)
     lines = [
         begin,
-        "## Deduplication: image pHash and caption MinHash (`bench/dedup_bench.py`)",
+        title or "## Deduplication: image pHash and caption MinHash (`bench/dedup_bench.py`)",
         "",
         f"Measured {info['date']} on {info['nproc']} CPUs ({info['cpu']}), {info['ram']} RAM, "
         f"Python {info['python']}, {info['os']}; code at {info.get('git', '?')}. np 2, io defaults.",
@@ -451,9 +549,9 @@ def render(rows: list[dict], info: dict[str, str], commands: list[str], notes: s
         "```",
         "",
         "| run | samples | hashes held (= exported) | wall s | samples/s | largest process MiB "
-        "| process tree MiB | `time -v` max RSS MiB | CPU s | other load | filtered "
-        "| planted dups caught | originals dropped |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+        "| process tree MiB | `time -v` max RSS MiB | CPU s | other load | load avg "
+        "| filtered | planted dups caught | originals dropped |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
     for r in rows:
         if r["kind"] == "image":
@@ -470,6 +568,7 @@ def render(rows: list[dict], info: dict[str, str], commands: list[str], notes: s
             f"| {r['time_max_rss_mib'] if r['time_max_rss_mib'] is not None else '-'} "
             f"| {r['cpu_s'] if r['cpu_s'] is not None else '-'} "
             f"| {r['other_cores'] if r['other_cores'] is not None else '-'} "
+            f"| {r.get('loadavg', '-')} "
             f"| {sum(r['filtered'].values()):,} | {planted} | {originals:,} |"
         )
     lines += ["", notes.strip(), end]
@@ -532,6 +631,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="image_deduplicator hamming_threshold values")  # fmt: skip
     ap.add_argument("--threshold-max", nargs="*", default=["8:100000"], metavar="T:K",
                     help="run threshold T only on subsets of at most K images")  # fmt: skip
+    ap.add_argument("--image-side", type=int, default=0, metavar="PX",
+                    help="originals PX on their long side (default 64-320 px)")  # fmt: skip
     ap.add_argument("--captions", type=int, default=1_000_000, help="caption samples")
     ap.add_argument("--caption-subsets", type=int, nargs="*", default=[250_000, 500_000])
     ap.add_argument("--window-size", type=int, default=MINHASH_ARGS["window_size"],
@@ -550,13 +651,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--merge", action="store_true",
                     help="replace the same runs in bench/out/dedup/runs.json, keep the others "
                          "(the code must be the same commit)")  # fmt: skip
+    ap.add_argument("--block", default=BLOCK[1],
+                    help="the RESULTS.md block (marks run_bench:dedup:BLOCK) to write")  # fmt: skip
+    ap.add_argument("--title", default="", help="the block's heading line")
     ap.add_argument("--no-write", action="store_true", help="do not update bench/RESULTS.md")
+    ap.add_argument("--minhash-replay", type=int, nargs="+", metavar="N",
+                    help="only the MinHash index, in this process, on the first N captions of "
+                         "the caption corpus, reporting at each N (prints; no RESULTS.md)")  # fmt: skip
+    ap.add_argument("--drops-out", type=Path, help="with --minhash-replay: id<TAB>reason per drop")
+    ap.add_argument("--hamming-replay", type=int, nargs="+", metavar="N",
+                    help="only the image Hamming index, synthetic keys, t = --thresholds")  # fmt: skip
     ap.add_argument("--notes", default="", help="text appended to the block's reading")
     ap.add_argument("--render-only", action="store_true",
                     help="no runs: rewrite the block from bench/out/dedup/runs.json "
                          "(e.g. with new --notes)")  # fmt: skip
     args = ap.parse_args(argv)
-    saved_path = OUT / "runs.json"
+    if args.minhash_replay:
+        path = caption_corpus(args.captions, args.seed)
+        rows = minhash_replay(path, max(args.minhash_replay), args.minhash_replay, args.drops_out)
+        print(json.dumps(rows))
+        return 0
+    if args.hamming_replay:
+        for t in args.thresholds:
+            print(json.dumps({t: hamming_replay(max(args.hamming_replay), t)}))
+        return 0
+    saved_path = OUT / ("runs.json" if args.block == BLOCK[1] else f"runs-{args.block}.json")
 
     if args.render_only:
         saved = json.loads(saved_path.read_text())
@@ -573,10 +692,10 @@ def main(argv: list[str] | None = None) -> int:
         commands.append('# this block (the reading below from --notes): .venv/bin/python '
                         'bench/dedup_bench.py --render-only --notes "..."')  # fmt: skip
     notes = f"Largest process vs hashes held: {slope_note(rows)}.\n\n{args.notes}"
-    block = render(rows, saved["info"], commands, notes)
+    block = render(rows, saved["info"], commands, notes, args.block, args.title)
     print(block)
     if not args.no_write:
-        run_bench.write_results(block, *BLOCK)
+        run_bench.write_results(block, BLOCK[0], args.block)
     return 0
 
 
@@ -593,7 +712,8 @@ def merge(old: dict, new: dict) -> dict:
 
 def run_all(args: argparse.Namespace, argv: list[str]) -> dict | None:
     """Generate (or reuse) the corpora and measure every run; None with --generate-only."""
-    img = None if args.skip_images else image_corpus(args.images, args.seed, args.jobs)
+    img = None if args.skip_images else image_corpus(args.images, args.seed, args.jobs,
+                                                      args.image_side)  # fmt: skip
     cap = None if args.skip_captions else caption_corpus(args.captions, args.seed)
     image_sets = [(k, image_subset(img, k)) for k in sorted(args.image_subsets)
                   if img and k < args.images] + ([(args.images, img)] if img else [])  # fmt: skip
@@ -613,9 +733,10 @@ def run_all(args: argparse.Namespace, argv: list[str]) -> dict | None:
                 continue
             with open(data, "rb") as fh:
                 n = sum(1 for _ in fh)
+            px = f" ({args.image_side} px)" if args.image_side else ""
             rows.append(measure(f"img{k}", n, data, recipe, args, kind="image",
                                 group=f"pHash t={t}",
-                                title=f"pHash t={t}, {k:,} images"))  # fmt: skip
+                                title=f"pHash t={t}, {k:,} images{px}"))  # fmt: skip
     if caption_sets:
         mh = dict(MINHASH_ARGS, window_size=args.window_size)
         recipe = write_recipe(f"caption_minhash_w{args.window_size}",

@@ -42,6 +42,22 @@ def optimal_param(threshold: float, num_perm: int, fp_weight: float = 0.5) -> tu
     return best
 
 
+_MIX = np.random.default_rng(SEED)
+_MULT = _MIX.integers(1, 2**63, size=64, dtype=np.uint64) | np.uint64(1)  # per row of a band
+_SALT = _MIX.integers(0, 2**63, size=1024, dtype=np.uint64)  # per band
+
+
+def band_hashes(sigs: np.ndarray, bands: int, rows: int) -> np.ndarray:
+    """(n, bands) nonzero 32-bit hashes (as uint64) of each signature's bands, band id mixed
+    in; the same in every process. Used only to find candidates: a candidate must share
+    the band's values, checked on the signatures."""
+    part = sigs[:, : bands * rows].reshape(len(sigs), bands, rows).astype(np.uint64)
+    h = (part * _MULT[np.arange(rows) % 64]).sum(axis=2, dtype=np.uint64) ^ _SALT[:bands]
+    h ^= h >> np.uint64(29)
+    h *= np.uint64(0xBF58476D1CE4E5B9)
+    return np.maximum(h >> np.uint64(32), np.uint64(1))
+
+
 @register("document_minhash_deduplicator")
 class DocumentMinhashDeduplicator(Deduplicator):
     """Key: a MinHash signature of the text's word (or character) n-grams; samples whose
@@ -114,101 +130,120 @@ class DocumentMinhashDeduplicator(Deduplicator):
         return array("I", sketch.digest()).tobytes()
 
     def compute_hash(self, batch: Batch) -> list[Hashable | None]:
+        """The signature's bytes followed by its band hashes (8 bytes a band, computed
+        here for the whole batch at once, so the index in the main process need not)."""
         tokens = [t for t in special_tokens(self, batch) if t]
-        keys: list[Hashable | None] = []
+        sigs: list[bytes | None] = []
         for text in checked_texts(batch):
             for token in tokens:
                 text = text.replace(token, " ")
             shingles = self.shingles(text)
-            keys.append(self.signature(shingles) if shingles else None)  # None: never a dup
-        return keys
+            sigs.append(self.signature(shingles) if shingles else None)  # None: never a dup
+        present = [s for s in sigs if s is not None]
+        if not present:
+            return list(sigs)
+        matrix = np.frombuffer(b"".join(present), dtype=np.uint32).reshape(len(present), -1)
+        hashes = iter(band_hashes(matrix, self.num_bands, self.num_rows_per_band))
+        return [s + next(hashes).tobytes() if s is not None else None for s in sigs]
 
     def new_index(self) -> DedupIndex:
         return MinHashIndex(self.num_bands, self.num_rows_per_band, self.jaccard_threshold)
 
 
 class BandTable:
-    """A multimap from 32-bit band hashes to kept indices: open addressing with linear
-    probing in one numpy array of 8-byte slots (hash << 32 | index + 1; 0 is empty).
+    """A multimap from 32-bit band hashes (nonzero) to kept indices, 8 bytes an entry
+    (hash << 32 | index + 1; 0 is empty), in buckets of 16 slots (two cache lines).
 
-    Lookups and inserts handle a sample's bands at once (one gather of a window of slots
-    per band). It doubles at 90% load (moving the entries in chunks, so the move needs
-    the two tables and little else): ~9-18 B a band entry.
+    Each hash has two buckets and goes into the emptier one (two choices keep buckets
+    even up to high load); a hash whose two buckets are full goes to a small dict. A
+    lookup reads the two buckets of each of a sample's bands at once. The table doubles
+    at 90% load (entries moved in chunks: the move needs the two tables and little
+    else): 9-18 B a band entry.
     """
 
-    WINDOW = 16
+    SLOTS = 16
+    LOW = np.uint64(0xFFFFFFFF)
 
-    def __init__(self, bits: int = 16) -> None:
-        self.slots = np.zeros(1 << bits, dtype=np.uint64)
+    def __init__(self, bits: int = 12) -> None:
+        self.slots = np.zeros((1 << bits, self.SLOTS), dtype=np.uint64)
         self.used = 0
+        self.stash: dict[int, list[int]] = {}
 
-    def find(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(kept indices stored under any of `hashes`, the free slot each hash would take)."""
+    def _buckets(self, hashes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         mask = np.uint64(len(self.slots) - 1)
-        start = hashes & mask
-        found, free = [], np.full(len(hashes), -1, dtype=np.int64)
-        todo = np.arange(len(hashes))
-        steps = np.arange(self.WINDOW, dtype=np.uint64)
-        while todo.size:
-            pos = (start[todo, None] + steps) & mask
-            window = self.slots[pos]
-            empty = window == 0
-            ends = np.where(empty.any(axis=1), empty.argmax(axis=1), self.WINDOW)
-            live = steps[None, :].astype(np.int64) < ends[:, None]
-            hit = live & ((window >> np.uint64(32)) == hashes[todo, None])
-            if hit.any():
-                found.append((window[hit] & np.uint64(0xFFFFFFFF)).astype(np.int64) - 1)
-            done = ends < self.WINDOW
-            free[todo[done]] = pos[done, ends[done]].astype(np.int64)
-            start[todo] += np.uint64(self.WINDOW)  # the others: the next window
-            todo = todo[~done]
-        return (np.concatenate(found) if found else np.zeros(0, dtype=np.int64)), free
+        one = hashes & mask
+        two = ((hashes * np.uint64(0x9E3779B97F4A7C15)) >> np.uint64(32)) & mask
+        two = np.where(two == one, one ^ np.uint64(1), two)  # two different buckets
+        return one.astype(np.int64), two.astype(np.int64)
+
+    def find(self, hashes: np.ndarray) -> tuple[list[int], np.ndarray]:
+        """(kept indices stored under any of `hashes`, the free slot each hash would take:
+        flat slot number, or -1 when both its buckets are full)."""
+        b1, b2 = self._buckets(hashes)
+        both = self.slots[np.concatenate([b1, b2])]  # (2n, 8)
+        again = np.concatenate([hashes, hashes])[:, None]
+        found = ((both[(both >> np.uint64(32)) == again] & self.LOW) - np.uint64(1)).tolist()
+        if self.stash:
+            for h in hashes.tolist():
+                found += self.stash.get(h, [])
+        empty = both == 0
+        free = empty.sum(axis=1)
+        n = len(hashes)
+        first = empty.argmax(axis=1)
+        use2 = free[n:] > free[:n]  # the emptier bucket (the first one on a tie)
+        bucket = np.where(use2, b2, b1)
+        slot = np.where(use2, first[n:], first[:n])
+        room = np.where(use2, free[n:], free[:n]) > 0
+        return found, np.where(room, bucket * self.SLOTS + slot, -1)
 
     def add(self, hashes: np.ndarray, index: int, free: np.ndarray) -> None:
-        """Store `index` under each of `hashes`, at the free slots `find` returned."""
-        if (self.used + len(hashes)) * 10 > len(self.slots) * 9:
+        """Store `index` under each of `hashes`, at the slots `find` returned."""
+        if (self.used + len(hashes)) * 10 > self.slots.size * 9:
             self._grow()
             _, free = self.find(hashes)
         entries = (hashes << np.uint64(32)) | np.uint64(index + 1)
-        if len(np.unique(free)) == len(free):
-            self.slots[free] = entries
-        else:  # two bands want one slot (rare): one at a time
+        flat = self.slots.reshape(-1)
+        if (free >= 0).all() and len(set(free.tolist())) == len(free):
+            flat[free] = entries
+        else:  # two bands want one slot, or a full pair of buckets (rare): one at a time
             for entry, h in zip(entries, hashes):
                 _, at = self.find(h[None])
-                self.slots[at[0]] = entry
+                if at[0] >= 0:
+                    flat[at[0]] = entry
+                else:
+                    self.stash.setdefault(int(h), []).append(index)
         self.used += len(hashes)
 
     def _grow(self) -> None:
-        old = self.slots
-        self.slots = np.zeros(2 * len(old), dtype=np.uint64)
-        chunk = 1 << 18
+        old = self.slots.reshape(-1)
+        self.slots = np.zeros((2 * len(self.slots), self.SLOTS), dtype=np.uint64)
+        chunk = 1 << 16
         for lo in range(0, len(old), chunk):
             entries = old[lo : lo + chunk]
             self._bulk(entries[entries != 0])
         del old
 
     def _bulk(self, entries: np.ndarray) -> None:
-        """Insert entries (rounds: each takes the first free slot of its window; of two
-        wanting one slot the first wins, the other tries again)."""
-        mask = np.uint64(len(self.slots) - 1)
-        start = (entries >> np.uint64(32)) & mask
-        steps = np.arange(self.WINDOW, dtype=np.uint64)
+        """Insert entries in rounds: each takes a free slot of its emptier bucket, one entry
+        per bucket a round; both buckets full: the stash."""
+        flat = self.slots.reshape(-1)
         while entries.size:
-            pos = (start[:, None] + steps) & mask
-            empty = self.slots[pos] == 0
-            ends = np.where(empty.any(axis=1), empty.argmax(axis=1), self.WINDOW)
-            full = ends == self.WINDOW
-            target = pos[np.arange(len(entries)), np.minimum(ends, self.WINDOW - 1)].astype(
-                np.int64
-            )
-            _, first = np.unique(np.where(full, -1 - np.arange(len(entries)), target),
-                                 return_index=True)  # fmt: skip
-            wins = np.zeros(len(entries), dtype=bool)
-            wins[first] = True
-            wins &= ~full
-            self.slots[target[wins]] = entries[wins]
-            start = np.where(full, start + np.uint64(self.WINDOW), start)[~wins]
-            entries = entries[~wins]
+            hashes = entries >> np.uint64(32)
+            b1, b2 = self._buckets(hashes)
+            free1 = (self.slots[b1] == 0).sum(axis=1)
+            free2 = (self.slots[b2] == 0).sum(axis=1)
+            use2 = free2 > free1
+            bucket = np.where(use2, b2, b1)
+            room = np.maximum(free1, free2) > 0
+            for i in np.flatnonzero(~room).tolist():
+                self.stash.setdefault(int(hashes[i]), []).append(int(entries[i] & self.LOW) - 1)
+            entries, bucket = entries[room], bucket[room]
+            _, first = np.unique(bucket, return_index=True)  # one per bucket this round
+            slot = (self.slots[bucket[first]] == 0).argmax(axis=1)
+            flat[bucket[first] * self.SLOTS + slot] = entries[first]
+            rest = np.ones(len(entries), dtype=bool)
+            rest[first] = False
+            entries = entries[rest]
 
 
 class MinHashIndex(DedupIndex):
@@ -232,23 +267,11 @@ class MinHashIndex(DedupIndex):
         self.pending = bytearray()  # records not yet written
         self.written = 0
         self.sig_bytes = 0
-        # multipliers and band ids of the band hash (fixed: the same in every process)
-        mix = np.random.default_rng(SEED)
-        self.mult = mix.integers(1, 2**63, size=rows, dtype=np.uint64) | np.uint64(1)
-        self.salt = mix.integers(0, 2**63, size=bands, dtype=np.uint64)
 
     def __del__(self) -> None:
         file = getattr(self, "file", None)
         if file is not None:
             file.close()
-
-    def band_hashes(self, sig: np.ndarray) -> np.ndarray:
-        """A 32-bit hash of each band's rows (band id mixed in), as uint64."""
-        bands = sig[: self.bands * self.rows].reshape(self.bands, self.rows).astype(np.uint64)
-        h = (bands * self.mult).sum(axis=1, dtype=np.uint64) ^ self.salt
-        h ^= h >> np.uint64(29)
-        h *= np.uint64(0xBF58476D1CE4E5B9)
-        return h >> np.uint64(32)
 
     def buckets(self, key: Hashable | None) -> list[Hashable]:
         if key is None:
@@ -259,12 +282,13 @@ class MinHashIndex(DedupIndex):
     def admit(self, key: Hashable | None, ref: SampleRef, sample_id: Any) -> str | None:
         if key is None:
             return None
-        sig = np.frombuffer(key, dtype=np.uint32)  # type: ignore[arg-type]
-        hashes = self.band_hashes(sig)
+        split = len(key) - 8 * self.bands  # type: ignore[arg-type]
+        sig = np.frombuffer(key, dtype=np.uint32, count=split // 4)  # type: ignore[arg-type]
+        hashes = np.frombuffer(key, dtype=np.uint64, offset=split)  # type: ignore[arg-type]
         candidates, free = self.table.find(hashes)
-        if candidates.size:
+        if candidates:
             mine = sig[: self.bands * self.rows].reshape(self.bands, self.rows)
-            for index in np.unique(candidates):  # the earliest kept sample first
+            for index in sorted(set(candidates)):  # the earliest kept sample first
                 kept, ordinal, who = self._record(int(index))
                 shared = kept[: self.bands * self.rows].reshape(self.bands, self.rows) == mine
                 if not shared.all(axis=1).any():
