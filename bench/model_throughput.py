@@ -1,4 +1,4 @@
-"""Model operator throughput: BLIP-2 recaptioning and CLIP scoring, images/s, decode included.
+"""Model operator throughput: BLIP-2 recaptioning, CLIP, aesthetics and NSFW scoring, images/s.
 
     python bench/model_throughput.py --device cuda            # real architectures, bf16 (GPU)
     python bench/model_throughput.py --tiny --device cpu      # CPU smoke check, tiny models
@@ -145,6 +145,29 @@ def real_clip(name: str, device: str, dtype):
     return clip
 
 
+def real_aesthetics(device: str, dtype):
+    """LAION's predictor: CLIP ViT-L/14 vision tower with projection + the V2 MLP head."""
+    from dj_synth.operators.aesthetics_predictor import AestheticsModel, build_head
+
+    config = transformers.CLIPVisionConfig(hidden_size=1024, intermediate_size=4096,
+                                           num_hidden_layers=24, num_attention_heads=16,
+                                           patch_size=14, image_size=224, projection_dim=768)  # fmt: skip
+    model = AestheticsModel.__new__(AestheticsModel)  # what __init__ holds, without the files
+    model.tower = build(transformers.CLIPVisionModelWithProjection, config, device, dtype)
+    model.head = build_head("linear", 768).to(device, dtype).eval()
+    model.device, model.dtype = device, dtype
+    return model, transformers.CLIPImageProcessor()
+
+
+def real_nsfw(device: str, dtype):
+    """Falconsai/nsfw_image_detection's architecture: ViT-B/16 at 224 px, two labels."""
+    config = transformers.ViTConfig(image_size=224, patch_size=16, num_labels=2,
+                                    id2label={0: "normal", 1: "nsfw"},
+                                    label2id={"normal": 0, "nsfw": 1})  # fmt: skip
+    model = build(transformers.ViTForImageClassification, config, device, dtype)
+    return model, transformers.ViTImageProcessor(size={"height": 224, "width": 224}), 1
+
+
 # ----------------------------------------------------------------------------- timing
 def rate(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
@@ -206,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--clip-batch-sizes", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per setting (best kept)")
-    ap.add_argument("--skip", choices=["caption", "clip"], action="append", default=[])
+    ap.add_argument(
+        "--skip", choices=["caption", "clip", "aesthetics", "nsfw"], action="append", default=[]
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true")
@@ -252,8 +277,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             assert 3.6e9 < n < 4.0e9, n
             notes.append(f"BLIP-2 OPT-2.7B (random weights): {n / 1e9:.3f}B parameters")
+            cap.device = dev  # what setup() records
             cap._model, cap.hf_img2seq, name = (
-                (model, processor, dev, dtype),
+                (model, processor),
                 "blip2-opt-2.7b (random)",
                 "BLIP-2 OPT-2.7B",
             )
@@ -266,7 +292,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name} op.run bs={bs}: {n} images in {s:.2f} s = {rate(n / s)} images/s",
                 flush=True,
             )
-        model, processor, _, _ = cap._model
+        model, processor = cap._model
         s = dj_loop(model, processor, dev, dtype, paths[:n_loop])
         results.append((name, "per-sample loop", 1, n_loop, s))
         print(
@@ -289,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                 op.prepare(dev)
                 name = "CLIP (tiny)"
             else:
+                op.device = dev
                 op._model, name = real_clip(arch, dev, dtype), f"CLIP {arch}"
                 notes.append(
                     f"{name} (random weights): {n_params(op._model.model) / 1e6:.0f}M parameters"
@@ -305,6 +332,30 @@ def main(argv: list[str] | None = None) -> int:
                 best = max(r[3] / r[4] for r in results if r[0] == name)
                 notes.append(f"{name}: best {rate(best)} images/s (target >= 2,000)")
             op._model = None
+
+    for key, op_name, arg, label in (
+        ("aesthetics", "image_aesthetics_filter", "hf_scorer_model", "Aesthetics ViT-L/14 + MLP"),
+        ("nsfw", "image_nsfw_filter", "hf_nsfw_model", "NSFW ViT-B/16"),
+    ):
+        if key in args.skip:
+            continue
+        op = get_operator(op_name)(**{arg: tiny_dirs[key]}, min_score=-1e9, max_score=1e9, **common)
+        if tiny:
+            op.prepare(dev)
+            name = f"{label} (tiny)"
+        else:
+            op.device, name = dev, f"{label} (random)"
+            op._model = (real_aesthetics if key == "aesthetics" else real_nsfw)(dev, dtype)
+            notes.append(
+                f"{name}: {n_params(op._model[0].tower if key == 'aesthetics' else op._model[0]) / 1e6:.0f}M parameters (vision tower)"
+            )
+        for bs in args.clip_batch_sizes:
+            op.gpu_batch_size = bs
+            s = time_op(op, rows_clip, dev, args.repeats)
+            results.append((name, "op.run", bs, n_clip, s))
+            print(f"{name} op.run bs={bs}: {n_clip} images in {s:.2f} s = {rate(n_clip / s)} images/s",
+                  flush=True)  # fmt: skip
+        op._model = None
 
     shutil.rmtree(work, ignore_errors=True)
     block = render(args, results, notes, argv)

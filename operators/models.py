@@ -9,7 +9,8 @@
   inputs into outputs: slices of `gpu_batch_size`, CPU preprocessing on threads ahead
   of the accelerator, and CUDA out-of-memory halving (`run_in_batches`);
 - `stable_seed`: sampling seeded from the input, so outputs do not depend on batching,
-  workers or runs.
+  workers or runs; on CPU a fixed thread count (`cpu_threads`), so float results do not
+  depend on the executor either.
 
 Model operators keep only picklable configuration on the object; the loaded model
 lives in `self._model` (dropped on pickling).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -166,6 +168,11 @@ def decode_threads() -> int:
     return max(2, min(16, os.cpu_count() or 2))
 
 
+def cpu_threads() -> int:
+    """Threads of a model running on CPU: fixed per machine, whatever the executor."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
 def flip_image(image: Any, horizontal: bool, vertical: bool) -> Any:
     """Data-Juicer's `horizontal_flip` / `vertical_flip` options of the image-text filters."""
     from PIL import ImageOps
@@ -237,6 +244,10 @@ class ModelOp:
         if self._model is None:
             self.device = device
             self._model = self.load_model(device)
+            if device == "cpu" and "torch" in sys.modules:
+                # float sums depend on the thread count: the same count in every executor
+                # (Ray gives an actor one thread, a local worker all cores) keeps outputs equal
+                sys.modules["torch"].set_num_threads(cpu_threads())
 
     def load_model(self, device: str) -> Any:
         """The model (and whatever else `forward` needs) on `device`; called once."""

@@ -11,11 +11,10 @@ space between words ("OPEN24HOURS"), see bench/RESULTS.md for measured quality.
 
 from __future__ import annotations
 
-import os
 from typing import Any, ClassVar
 
 from .batch import Batch
-from .models import ModelOp
+from .models import ModelOp, cpu_threads
 
 # RapidOCR upscales images whose short side is below 736 px before detection (PP-OCR's
 # default). Measured on rendered text (bench/ocr_quality.py): at 320 px the same words
@@ -26,11 +25,6 @@ DETECT_MIN_SIDE = 320
 OcrLine = dict[str, Any]  # {"text": str, "box": [[x, y] x 4], "confidence": float}
 
 
-def ocr_threads() -> int:
-    """Fixed per machine, so results never depend on the executor's thread settings."""
-    return max(1, min(4, os.cpu_count() or 1))
-
-
 def load_engine(min_confidence: float) -> Any:
     import logging
 
@@ -38,7 +32,7 @@ def load_engine(min_confidence: float) -> Any:
 
     logging.getLogger("RapidOCR").setLevel(logging.WARNING)
     return RapidOCR(
-        text_score=min_confidence, intra_op_num_threads=ocr_threads(), print_verbose=False,
+        text_score=min_confidence, intra_op_num_threads=cpu_threads(), print_verbose=False,
         det_limit_side_len=DETECT_MIN_SIDE,
     )  # fmt: skip
 
