@@ -3,7 +3,7 @@
 from importlib import import_module
 from pathlib import Path
 
-from .base import Deduplicator, Filter, Mapper, Op, RangeFilter
+from .base import Deduplicator, Filter, GlobalOp, Mapper, Op, RangeFilter, Selector
 from .batch import Batch, BatchContext, SampleRef
 from .registry import OPERATORS, get_operator, load_custom_operators, register
 
@@ -18,10 +18,12 @@ __all__ = [
     "BatchContext",
     "Deduplicator",
     "Filter",
+    "GlobalOp",
     "Mapper",
     "Op",
     "RangeFilter",
     "SampleRef",
+    "Selector",
     "get_operator",
     "load_custom_operators",
     "register",

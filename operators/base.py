@@ -482,12 +482,46 @@ class ExactIndex(DedupIndex):
         return [] if key is None else [key]
 
 
-class Deduplicator(Op):
-    """Hashes samples in parallel (`compute_hash`); a `DedupIndex` keeps or drops them.
+class GlobalOp(Op):
+    """An operator whose keep/drop decision needs the other samples (deduplicators, selectors).
 
-    Executors run `run` (which stores keys in the `__dj__dedup_key__` column)
-    inside the parallel stage, then feed keys to `new_index()` in a fixed order,
-    so the kept sample is the same whatever the parallelism or the executor.
+    Workers compute one key per sample in parallel (`compute_key`, stored in the
+    `__dj__dedup_key__` column); the engine gathers the keys and decides in one place
+    (`decide`, or `new_index` online), in a fixed order, so the same samples are kept
+    whatever the parallelism, the mode or the backend. The recipe is cut into stages
+    after each global operator.
+    """
+
+    @property
+    def ranked(self) -> bool:
+        """True when the decision needs every key first (else `new_index` decides online)."""
+        return True
+
+    def rank_value(self, stats: Any) -> float | None:
+        """A number the decision may order samples by (from the sample's stats); None."""
+        return None
+
+    def compute_key(self, batch: Batch) -> list[Any]:
+        raise NotImplementedError
+
+    def decide(self, entries: list[Any]) -> dict[tuple[int, int], str]:
+        """{position: reason} of the samples to drop, from every sample's
+        `(rank, position, ref, id, key)` entry (`dedup_decision.DedupEntry`)."""
+        raise NotImplementedError
+
+    def new_index(self) -> DedupIndex:
+        raise NotImplementedError(f"{self.name} decides over all samples (ranked)")
+
+    def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
+        keys = self.compute_key(batch)
+        if len(keys) != len(batch):
+            raise RuntimeError(f"{self.name} computed {len(keys)} keys for {len(batch)} rows")
+        batch.columns[DEDUP_KEY] = keys
+        return batch
+
+
+class Deduplicator(GlobalOp):
+    """Hashes samples in parallel (`compute_hash`); a `DedupIndex` keeps or drops them.
 
     Keep policy (ours; Data-Juicer keeps the first): `keep_policy: first` decides
     online, in input order, holding only the kept hashes. `max` / `min` keep the
@@ -527,28 +561,47 @@ class Deduplicator(Op):
 
     def rank_value(self, stats: Any) -> float | None:
         """The sample's value of `keep_stats_key` (mean of a list); None if absent."""
-        value = stats.get(self.keep_stats_key) if isinstance(stats, dict) else None
-        if isinstance(value, list):
-            numbers = [v for v in value if _is_number(v)]
-            value = sum(numbers) / len(numbers) if numbers else None
-        if not _is_number(value) or math.isnan(value):
-            return None
-        return float(value)
+        return stats_number(stats, self.keep_stats_key)
 
     def compute_hash(self, batch: Batch) -> list[Hashable | None]:
         raise NotImplementedError
 
+    def compute_key(self, batch: Batch) -> list[Any]:
+        return self.compute_hash(batch)
+
+    def decide(self, entries: list[Any]) -> dict[tuple[int, int], str]:
+        from .dedup_decision import decide
+
+        return decide(self, entries)
+
     def new_index(self) -> DedupIndex:
         return ExactIndex()
 
-    def _apply(self, batch: Batch, ledger: Ledger) -> Batch:
-        keys = self.compute_hash(batch)
-        if len(keys) != len(batch):
-            raise RuntimeError(
-                f"{self.name}.compute_hash returned {len(keys)} keys for {len(batch)}"
-            )
-        batch.columns[DEDUP_KEY] = keys
-        return batch
+
+class Selector(GlobalOp):
+    """Keeps a subset chosen over the whole dataset (top-k, random, balanced...).
+
+    Workers compute each sample's key (`compute_key`: a field's value, an embedding);
+    `select` sees every sample's entry at once, in input order, and names the samples
+    to drop with a reason. Kept samples stay in input order.
+    """
+
+    def decide(self, entries: list[Any]) -> dict[tuple[int, int], str]:
+        return self.select(sorted(entries, key=lambda e: e[1]))
+
+    def select(self, entries: list[Any]) -> dict[tuple[int, int], str]:
+        raise NotImplementedError
+
+
+def stats_number(stats: Any, key: str | None) -> float | None:
+    """A stats value as one number (the mean of a list); None if absent or not numeric."""
+    value = stats.get(key) if isinstance(stats, dict) and key else None
+    if isinstance(value, list):
+        numbers = [v for v in value if _is_number(v)]
+        value = sum(numbers) / len(numbers) if numbers else None
+    if not _is_number(value) or math.isnan(value):
+        return None
+    return float(value)
 
 
 def _is_number(value: Any) -> bool:

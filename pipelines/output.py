@@ -13,7 +13,7 @@ import os
 import time
 from typing import Any
 
-from dj_synth.operators.base import Deduplicator, Filter, Op
+from dj_synth.operators.base import Filter, GlobalOp, Op
 from dj_synth.operators.ledger import OpMetrics
 
 from .export import RecordWriters, ShardedWriter, remove_stale_exports, stats_path
@@ -164,10 +164,10 @@ class RunOutput:
         return summary
 
 
-def drop_duplicates(
-    dedup: Deduplicator, survivors: list[Survivor], reasons: list[str | None]
+def apply_drops(
+    op: GlobalOp, survivors: list[Survivor], reasons: list[str | None]
 ) -> tuple[list[Survivor], StageOutput]:
-    """Apply a deduplicator's decision (a reason per survivor, None to keep): the kept
+    """Apply a global operator's decision (a reason per survivor, None to keep): the kept
     survivors, and the drops as that operator's filtered records and counts."""
     dropped = StageOutput()
     kept = []
@@ -175,8 +175,8 @@ def drop_duplicates(
         if reason is None:
             kept.append(sv)
             continue
-        dropped.filtered.append((dedup.index, filtered_line(dedup.name, reason, sv.ref, sv.sample)))
-        m = dropped.metrics.setdefault(dedup.index, OpMetrics())
+        dropped.filtered.append((op.index, filtered_line(op.name, reason, sv.ref, sv.sample)))
+        m = dropped.metrics.setdefault(op.index, OpMetrics())
         m.filtered += 1
         m.n_out -= 1
     return kept, dropped

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from dj_synth.operators.base import Deduplicator, Op
+from dj_synth.operators.base import Deduplicator, GlobalOp, Op
 from dj_synth.operators.dedup_decision import (
     DedupEntry,
     Position,
@@ -34,7 +34,7 @@ from dj_synth.operators.dedup_decision import (
 )
 
 from .recipe import Recipe
-from .sharded import ShardResult, StageTask, shard_entries
+from .sharded import ShardResult, StageTask, decide_gathered, shard_entries
 from .shards import ShardSpec
 from .stages import StageRunner, plan_stages, prepare_op
 from .worker import WorkerSetupError, start_worker
@@ -92,14 +92,23 @@ def _needs_actor(op: Op) -> bool:
 
 
 def segments(ops: list[Op]) -> list[list[Op]]:
-    """Consecutive ordinary operators together (one task per shard); each model op alone."""
+    """Consecutive ordinary operators together (one task per shard), and consecutive model
+    operators together (one actor pool holding their models)."""
     out: list[list[Op]] = []
     for op in ops:
-        if _needs_actor(op) or not out or _needs_actor(out[-1][0]):
-            out.append([op])
-        else:
+        if out and _needs_actor(op) == _needs_actor(out[-1][0]):
             out[-1].append(op)
+        else:
+            out.append([op])
     return out or [[]]
+
+
+def cpu_shares(workers: int, actor_pools: int) -> tuple[float, float]:
+    """(CPUs per actor, CPUs per task): every actor pool's first actor and one task must fit
+    in the cluster at once, or Ray Data waits forever for a pool that cannot start."""
+    task = min(1.0, workers / 2)
+    actor = min(1.0, max(workers - task, 0.1) / max(actor_pools, 1))
+    return actor, task
 
 
 # -- the work of one step on a batch of shard rows (runs in Ray workers) --------------
@@ -190,8 +199,8 @@ def _shard_entries(task: StageTask, shard: int) -> list[DedupEntry]:
 
 
 def _dedup_op(task: StageTask) -> Deduplicator:
-    dedup = _runner(task).stages[task.stage].dedup
-    assert dedup is not None
+    dedup = _runner(task).stages[task.stage].global_op
+    assert isinstance(dedup, Deduplicator)
     return dedup
 
 
@@ -294,33 +303,38 @@ class RayBackend:
         ds = ray.data.from_items(rows, override_num_blocks=len(rows))
         shipped = task.without_drops()
         steps = segments(plan_stages(task.recipe.build_ops(), final_pass=True)[task.stage].ops)
+        pools = sum(1 for seg in steps if seg and _needs_actor(seg[0]))
+        actor_cpus, task_cpus = cpu_shares(self.workers, pools)
         for n, seg in enumerate(steps):
             indices = [op.index for op in seg]
             first, last = n == 0, n == len(steps) - 1
             if seg and _needs_actor(seg[0]):
-                op = seg[0]
-                gpu = op.accelerator == "cuda" and self.gpus > 0
-                size = op.num_proc or (self.gpus if gpu else max(1, self.workers // 2))
+                gpu = any(op.accelerator == "cuda" for op in seg) and self.gpus > 0
+                asked = min((op.num_proc for op in seg if op.num_proc), default=None)
+                size = asked or (self.gpus if gpu else max(1, self.workers // 2))
                 ds = ds.map_batches(
                     Step, batch_size=1, batch_format="numpy",
                     fn_constructor_args=(shipped, indices, first, last),
                     compute=ray.data.ActorPoolStrategy(min_size=1, max_size=max(1, size)),
-                    num_gpus=1 if gpu else 0, num_cpus=1,
+                    num_gpus=1 if gpu else 0, num_cpus=actor_cpus,
                 )  # fmt: skip
             else:
                 ds = ds.map_batches(
                     _step_fn, batch_size=1, batch_format="numpy",
                     fn_kwargs=dict(task=shipped, op_indices=indices, first=first, last=last),
-                    num_cpus=1,
+                    num_cpus=task_cpus,
                 )  # fmt: skip
         for row in ds.iter_rows():
             yield ShardResult(**json.loads(row["result"]))
 
     def decide(
-        self, task: StageTask, dedup: Deduplicator, shards: list[ShardSpec]
+        self, task: StageTask, op: GlobalOp, shards: list[ShardSpec]
     ) -> dict[Position, str]:
-        """Decided by Ray tasks (workers rebuild `dedup` from the task)."""
-        return distributed_decide(task, shards, parts=max(1, min(self.workers, len(shards))))
+        """A deduplicator by Ray tasks over its buckets (workers rebuild it from the task);
+        a selector's entries (one small key per sample) are gathered here."""
+        if isinstance(op, Deduplicator):
+            return distributed_decide(task, shards, parts=max(1, min(self.workers, len(shards))))
+        return decide_gathered(task, op, shards)
 
     def close(self, cancel: bool = False) -> None:
         pass

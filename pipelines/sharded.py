@@ -2,7 +2,7 @@
 
 Each stage runs on every shard through a backend (a local process pool, or Ray);
 each (stage, shard) result is committed to `checkpoint.Checkpoint`, so `--resume`
-skips what is done. Between stages, the stage's deduplicator is decided over the
+skips what is done. Between stages, the stage's global operator is decided over the
 committed keys of all its shards (`ShardBackend.decide`), and its drops are applied
 as the next stage reads its shards. At the end, the driver reads the committed results
 in input order into the output layer, which writes exactly what a streaming run writes.
@@ -17,12 +17,12 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Protocol
 
-from dj_synth.operators.base import Deduplicator, Op
-from dj_synth.operators.dedup_decision import DedupEntry, Position, decide
+from dj_synth.operators.base import GlobalOp, Op
+from dj_synth.operators.dedup_decision import DedupEntry, Position
 
 from .checkpoint import Checkpoint, fingerprint
 from .dataset import DatasetReader, RawItem
-from .output import RunOutput, drop_duplicates
+from .output import RunOutput, apply_drops
 from .recipe import Recipe
 from .shards import ShardSpec, plan_shards, read_shard
 from .stages import Positions, StageOutput, StageRunner, Survivor, plan_stages
@@ -51,7 +51,7 @@ class StageTask:
     n_stages: int
     work_dir: str
     run_id: str = ""  # one per run: workers cache their operators under it
-    drops: dict[Position, str] = field(default_factory=dict)  # the previous stage's dedup drops
+    drops: dict[Position, str] = field(default_factory=dict)  # the previous global op's drops
 
     def shard_drops(self, spec: ShardSpec) -> dict[Position, str]:
         """The part of `drops` in one shard (what a worker is sent with the shard)."""
@@ -73,15 +73,15 @@ class StageTask:
     def begin_items(
         self, runner: StageRunner, spec: ShardSpec, drops: dict[Position, str]
     ) -> tuple[list[RawItem], StageOutput]:
-        """The shard's input; the previous dedup's drops become records of that op."""
+        """The shard's input; the previous global op's drops become records of that op."""
         if self.stage == 0:
             return read_shard(spec), StageOutput()
         prev = Checkpoint(self.work_dir).read(self.stage - 1, spec.index).survivors
-        dedup = runner.stages[self.stage - 1].dedup
-        if dedup is None or not drops:
+        op = runner.stages[self.stage - 1].global_op
+        if op is None or not drops:
             return [RawItem(sv.ref, sv.sample) for sv in prev], StageOutput()
         position = Positions()
-        kept, dropped = drop_duplicates(dedup, prev, [drops.get(position(sv)) for sv in prev])
+        kept, dropped = apply_drops(op, prev, [drops.get(position(sv)) for sv in prev])
         return [RawItem(sv.ref, sv.sample) for sv in kept], dropped
 
     def finish(self, spec: ShardSpec, out: StageOutput, dropped: StageOutput) -> ShardResult:
@@ -102,10 +102,18 @@ def run_shard(task: StageTask, spec: ShardSpec, drops: dict[Position, str]) -> S
 
 
 def shard_entries(work_dir: str, stage: int, shard: int) -> list[DedupEntry]:
-    """A committed shard's dedup entries (rank, position, ref, id, key), in stream order."""
+    """A committed shard's decision entries (rank, position, ref, id, key), in stream order."""
     position = Positions()
     survivors: list[Survivor] = Checkpoint(work_dir).read(stage, shard).survivors
     return [(sv.rank, position(sv), sv.ref, sv.sample_id, sv.key) for sv in survivors]
+
+
+def decide_gathered(task: StageTask, op: GlobalOp, shards: list[ShardSpec]) -> dict[Position, str]:
+    """The decision over every committed shard's entries, gathered in this process."""
+    entries: list[DedupEntry] = []
+    for sh in shards:
+        entries.extend(shard_entries(task.work_dir, task.stage, sh.index))
+    return op.decide(entries)
 
 
 class ShardBackend(Protocol):
@@ -119,9 +127,9 @@ class ShardBackend(Protocol):
         ...
 
     def decide(
-        self, task: StageTask, dedup: Deduplicator, shards: list[ShardSpec]
+        self, task: StageTask, op: GlobalOp, shards: list[ShardSpec]
     ) -> dict[Position, str]:
-        """The stage's deduplicator decision over every committed shard's keys."""
+        """The stage's global operator's decision over every committed shard's keys."""
         ...
 
     def close(self, cancel: bool = False) -> None: ...
@@ -145,12 +153,9 @@ class LocalShardBackend:
             yield fut.result()
 
     def decide(
-        self, task: StageTask, dedup: Deduplicator, shards: list[ShardSpec]
+        self, task: StageTask, op: GlobalOp, shards: list[ShardSpec]
     ) -> dict[Position, str]:
-        entries: list[DedupEntry] = []
-        for sh in shards:
-            entries.extend(shard_entries(task.work_dir, task.stage, sh.index))
-        return decide(dedup, entries)
+        return decide_gathered(task, op, shards)
 
     def close(self, cancel: bool = False) -> None:
         self.pool.close(cancel)
@@ -194,8 +199,8 @@ class ShardedRun:
                                           result.op_quarantined)  # fmt: skip
                     log.info("stage %d: shard %d/%d committed (%d in, %d out)", stage.index,
                              result.shard + 1, len(shards), result.n_items, result.survivors)  # fmt: skip
-                dedup = stage.dedup
-                drops = backend.decide(task, dedup, shards) if dedup is not None else {}
+                op = stage.global_op
+                drops = backend.decide(task, op, shards) if op is not None else {}
         except BaseException:
             backend.close(cancel=True)
             raise

@@ -1,9 +1,9 @@
 """The unit of work every executor runs: a batch of samples through one stage of operators.
 
-A recipe is cut into stages at each deduplicator: a stage is a run of ordinary
-operators (run in parallel, batch by batch) that may end with a deduplicator's
-hashing; the keep/drop decision for that deduplicator is then taken in input
-order by the executor (`DedupIndex`), which is what makes it deterministic.
+A recipe is cut into stages at each global operator (deduplicator, selector): a stage
+is a run of ordinary operators (run in parallel, batch by batch) that may end with a
+global operator's keys; its keep/drop decision is then taken in one place, in input
+order, by the engine (`GlobalOp.decide`), which is what makes it deterministic.
 
 `StageRunner.run` turns raw input (first stage) or serialized samples (later
 stages) into serialized survivors plus the records of everything dropped, so a
@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from dj_synth.operators.base import DEDUP_KEY, Deduplicator, Op
+from dj_synth.operators.base import DEDUP_KEY, GlobalOp, Op
 from dj_synth.operators.batch import MISSING, STATS, Batch, BatchContext, SampleRef
 from dj_synth.operators.ledger import Ledger, OpMetrics, QuarantineRecord
 from dj_synth.operators.media import MediaCache
@@ -46,28 +46,29 @@ def prepare_op(op: Op, rank: int) -> None:
 @dataclass
 class Stage:
     index: int
-    ops: list[Op]  # ordinary operators, then possibly one Deduplicator last
+    ops: list[Op]  # ordinary operators, then possibly one GlobalOp last
 
     @property
-    def dedup(self) -> Deduplicator | None:
+    def global_op(self) -> GlobalOp | None:
+        """The deduplicator or selector that ends the stage, if any."""
         last = self.ops[-1] if self.ops else None
-        return last if isinstance(last, Deduplicator) else None
+        return last if isinstance(last, GlobalOp) else None
 
 
 def plan_stages(ops: list[Op], final_pass: bool = False) -> list[Stage]:
-    """Cut after each deduplicator; always at least one stage (ingest runs in it).
+    """Cut after each global operator; always at least one stage (ingest runs in it).
 
-    `final_pass` adds an empty last stage after a trailing deduplicator, for executors
-    that apply a dedup's drops at the start of the next stage (the sharded ones).
+    `final_pass` adds an empty last stage after a trailing global operator, for engines
+    that apply its drops at the start of the next stage (sharded mode).
     """
     stages: list[Stage] = []
     current: list[Op] = []
     for op in ops:
         current.append(op)
-        if isinstance(op, Deduplicator):
+        if isinstance(op, GlobalOp):
             stages.append(Stage(len(stages), current))
             current = []
-    if current or not stages or (final_pass and stages[-1].dedup is not None):
+    if current or not stages or (final_pass and stages[-1].global_op is not None):
         stages.append(Stage(len(stages), current))
     return stages
 
@@ -77,8 +78,8 @@ class Survivor:
     ref: SampleRef
     sample: bytes  # the full sample, stats included (input of the next stage)
     sample_id: Any = None
-    key: Any = None  # the stage's dedup key, if it ends with a deduplicator
-    rank: float | None = None  # the dedup's keep_stats_key value (ranked keep policy)
+    key: Any = None  # the key of the global operator that ends the stage, if any
+    rank: float | None = None  # its rank value (e.g. a dedup's keep_stats_key)
     export: bytes | None = None  # last stage only: the exported line, without stats
     stats: bytes | None = None  # last stage only: the stats side-file line
 
@@ -237,9 +238,9 @@ class StageRunner:
     def _collect(self, stage: Stage, batch: Batch, ledger: Ledger, out: StageOutput) -> None:
         is_last = stage.index == len(self.stages) - 1
         keys = batch.columns.pop(DEDUP_KEY, None)
-        ranked = stage.dedup if stage.dedup is not None and stage.dedup.ranked else None
+        ranked = stage.global_op if stage.global_op is not None and stage.global_op.ranked else None
         ids = batch.columns.get("id")
-        # the full sample is needed to feed the next stage or to record a dedup drop
+        # the full sample is needed to feed the next stage or to record a global op's drop
         need_full = not is_last or keys is not None or self.keep_stats
         for i, row in enumerate(batch.rows()):
             sid = ids[i] if ids and ids[i] is not MISSING else None

@@ -3,8 +3,9 @@
 Batches of raw lines go to the pool through a bounded window (memory stays flat
 whatever the dataset size) and come back in submission order, so the same input
 and recipe give byte-identical output for any `np`. Stages are chained lazily; a
-stage's deduplicator is decided here, in input order (`keep_policy: first`: online;
-`max`/`min`: after the stage's whole input was hashed, samples waiting in a spool).
+stage's global operator is decided here, in input order (a deduplicator with
+`keep_policy: first`: online; otherwise after the stage's whole input was keyed, samples
+waiting in a spool).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from dj_synth.operators.base import Deduplicator, Op
-from dj_synth.operators.dedup_decision import DedupEntry, decide
+from dj_synth.operators.base import GlobalOp, Op
+from dj_synth.operators.dedup_decision import DedupEntry
 
 from .dataset import DatasetReader, RawItem
-from .output import RunOutput, drop_duplicates
+from .output import RunOutput, apply_drops
 from .progress import Progress
 from .recipe import Recipe
 from .spool import Spool
@@ -95,23 +96,23 @@ class StreamingRun:
         )
         outputs = ordered_map(pool, run_stage_items, tasks, window)
         chunks = (self._absorb(stage, out) for out in outputs)
-        dedup = stage.dedup
-        if dedup is None:
+        op = stage.global_op
+        if op is None:
             yield from chunks
-        elif dedup.ranked:
-            yield from self._dedup_ranked(stage, dedup, chunks)
+        elif op.ranked:
+            yield from self._decide_over_all(stage, op, chunks)
         else:
-            index = dedup.new_index()
+            index = op.new_index()
             for survivors in chunks:
                 start = time.perf_counter()
                 reasons = [index.admit(sv.key, sv.ref, sv.sample_id) for sv in survivors]
-                yield self._drop(stage, dedup, survivors, reasons, time.perf_counter() - start)
+                yield self._drop(stage, op, survivors, reasons, time.perf_counter() - start)
 
-    def _dedup_ranked(
-        self, stage: Stage, dedup: Deduplicator, chunks: Iterator[list[Survivor]]
+    def _decide_over_all(
+        self, stage: Stage, op: GlobalOp, chunks: Iterator[list[Survivor]]
     ) -> Iterator[list[Survivor]]:
-        """Keep the best of each group: hash everything (samples wait in a spool), decide, drop."""
-        spool = Spool(os.path.join(self.recipe.work_dir, f".spool-op{dedup.index:02d}.bin"))
+        """Key everything (samples wait in a spool), decide once, then drop in a second pass."""
+        spool = Spool(os.path.join(self.recipe.work_dir, f".spool-op{op.index:02d}.bin"))
         try:
             entries: list[DedupEntry] = []
             count = Positions()
@@ -121,24 +122,24 @@ class StreamingRun:
                 )
                 spool.write(survivors)
             start = time.perf_counter()
-            drops = decide(dedup, entries)
+            drops = op.decide(entries)
             seconds = time.perf_counter() - start
             del entries
             count = Positions()
             for survivors in spool.read(self.size):
                 reasons = [drops.get(count(sv)) for sv in survivors]
-                yield self._drop(stage, dedup, survivors, reasons, seconds)
+                yield self._drop(stage, op, survivors, reasons, seconds)
                 seconds = 0.0
         finally:
             spool.close()
 
     def _drop(
-        self, stage: Stage, dedup: Deduplicator, survivors: list[Survivor],
+        self, stage: Stage, op: GlobalOp, survivors: list[Survivor],
         reasons: list[str | None], seconds: float,
     ) -> list[Survivor]:  # fmt: skip
-        kept, dropped = drop_duplicates(dedup, survivors, reasons)
+        kept, dropped = apply_drops(op, survivors, reasons)
         self.output.absorb(stage, dropped)
-        self.output.account.op(dedup.index).seconds += seconds
+        self.output.account.op(op.index).seconds += seconds
         return kept
 
     def _absorb(self, stage: Stage, out: StageOutput) -> list[Survivor]:

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from dj_synth.operators.base import Deduplicator, Filter, Mapper, Op
+from dj_synth.operators.base import Deduplicator, Mapper, Op
 
 from .dataset import DatasetReader, IngestError, parse_line
 from .export import AtomicWriter, _safe_child
@@ -70,11 +70,11 @@ class Tracer:
                 continue
             if isinstance(op, Mapper):
                 kind = "mapper"
-            elif isinstance(op, Filter):
-                kind = "filter"
-            else:
+            elif isinstance(op, Deduplicator):
                 kind = "duplicate"
                 rows = [{"dup1": kept.get(k), "dup2": sample} for k, sample in rows]
+            else:  # filters, and selectors: the samples they dropped
+                kind = "filter"
             path = _safe_child(self.folder, f"{kind}-{self.keys[index]}.jsonl")
             with AtomicWriter(path) as w:
                 for row in rows:

@@ -19,7 +19,7 @@ from dj_synth.pipelines.cli import app
 
 OPS = '''
 from pathlib import Path
-from dj_synth.operators import Filter, Mapper, RangeFilter, register
+from dj_synth.operators import Filter, Mapper, RangeFilter, Selector, register
 
 @register("rank_recorder_mapper")
 class RankRecorderMapper(Mapper):
@@ -46,6 +46,19 @@ class BuggyMapper(Mapper):
     """A bug: fails on every row."""
     def process(self, batch):
         return batch.texts[0].no_such_method()
+
+@register("longest_k_selector")
+class LongestKSelector(Selector):
+    """Keeps the k longest texts (ties: the earlier one), in input order."""
+    def __init__(self, k: int = 5, **kwargs):
+        super().__init__(**kwargs)
+        self.k = k
+    def compute_key(self, batch):
+        return [len(t) for t in batch.texts]
+    def select(self, entries):
+        best = sorted(entries, key=lambda e: (-e[4], e[1]))[: self.k]
+        keep = {e[1] for e in best}
+        return {e[1]: f"not among the {self.k} longest" for e in entries if e[1] not in keep}
 
 @register("flaky_mapper")
 class FlakyMapper(Mapper):
@@ -248,3 +261,18 @@ def test_too_many_operator_errors_stop_the_run(tmp_path, ops_file):
     assert code == 0, out
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["quarantined_samples"] == 1600 and summary["exported_samples"] == 800
+
+
+def test_a_selector_decides_once_over_all_samples_in_every_mode(tmp_path, data, ops_file):
+    process = [{"longest_k_selector": {"k": 7}}, {"text_length_filter": {"min_len": 1}}]
+    recipe = _recipe(tmp_path, data, ops_file, process)
+    results = {}
+    for mode, extra in (("stream", []), ("ckpt", ["--set", "use_checkpoint=true"])):
+        code, text = dj_run(recipe, "--set", f"export_path={tmp_path / mode}/r.jsonl", *extra)
+        assert code == 0, text
+        results[mode] = _files(tmp_path / mode)
+    assert results["stream"] == results["ckpt"]
+    kept = [json.loads(x) for x in results["stream"]["r.jsonl"].splitlines()]
+    rows = [json.loads(x) for x in data.read_text().splitlines() if x.endswith("}")]
+    longest = sorted(range(len(rows)), key=lambda i: (-len(rows[i]["text"]), i))[:7]
+    assert [k["id"] for k in kept] == [rows[i]["id"] for i in sorted(longest)]
