@@ -158,7 +158,7 @@ def test_report_shares_and_suggestions_are_the_hand_computed_ones(example):
     suggested = {r[1]: (r[0], r[2]) for r in _rows(text.css_first("table.suggestions"))}
     assert suggested["mean"] == ("min_len: 25", "50.0%")
     assert suggested["p25"] == ("min_len: 18", "25.0%")  # 17.5 rounded: a length is whole
-    assert not any("sigma" in rule and "min_len" in v[0] for rule, v in suggested.items())
+    assert not any("σ" in rule and "min_len" in v[0] for rule, v in suggested.items())
     shape = _section(dom, "image_shape_filter")
     # [40] dropped; [40, 64] kept (any_or_all any); a sample without images kept
     assert shape.css_first(".pill").text() == "drops 25.0% as configured"
@@ -194,6 +194,22 @@ def test_run_funnel_and_dropped_samples(example):
     jpeg = base64.b64decode(thumbs[0].attributes["src"].split(",", 1)[1])
     with Image.open(io.BytesIO(jpeg)) as im:
         assert im.size == (40, 30)  # a.png, already smaller than a thumbnail
+
+
+def test_run_alone_reports_from_the_runs_files(example):
+    """`dj-analyze --run DIR` without a recipe: the run's stats, funnel and drops; no
+    thresholds (the recipe as the run used it is unknown)."""
+    root, _ = example
+    code, out = _analyze("--run", str(root / "run"))
+    assert code == 0, out
+    dom = _dom(root / "run" / "analysis" / "report.html")
+    assert not dom.css("table.thresholds")
+    stats = _section(dom, "stats")
+    assert [s.attributes["data-stat"] for s in stats.css("div.stat")] == [
+        "text_len", "image_width", "image_height",
+    ]  # fmt: skip
+    reasons = [d.text() for d in _section(dom, "text_length_filter").css(".reason")]
+    assert len(reasons) == 2 and reasons[0].startswith("text_len=10")
 
 
 def test_auto_analyses_the_first_samples(tmp_path):
@@ -269,6 +285,32 @@ def test_streaming_correlation_equals_pandas(tmp_path, monkeypatch):
     ).corr()
     got = corr.result().loc[expected.index, expected.columns]
     np.testing.assert_allclose(got.values, expected.values, atol=1e-9)
+
+
+def test_arrow_and_python_stats_readers_agree(tmp_path, monkeypatch):
+    """The one-pass Arrow reader writes the same Parquet as the two-pass Python reader, and
+    a file whose later blocks change shape falls back to the latter."""
+    import pyarrow.parquet as pq
+
+    from dj_synth.tools.analyze import stats_table as st
+
+    monkeypatch.setattr(st, "ARROW_BLOCK", 4096)  # several blocks
+    rng = np.random.default_rng(1)
+    uniform = [
+        {"n": int(rng.integers(0, 99)), "r": float(rng.random()), "lang": ["en", "fr"][i % 2],
+         "w": [int(x) for x in rng.integers(1, 9, size=i % 3)]}
+        for i in range(400)
+    ]  # fmt: skip
+    shifting = [*uniform, {"n": 1.5, "late": 3}]  # a float and a new key in the last block
+    for name, rows, fast in (("uniform", uniform, True), ("shifting", shifting, False)):
+        path = tmp_path / f"{name}.jsonl"
+        path.write_text("".join(json.dumps({"__dj__stats__": r}) + "\n" for r in rows))
+        assert (st._arrow_stats([str(path)], str(tmp_path / f"{name}.a")) is not None) == fast
+        got = st.stats_table_from_files([str(path)], str(tmp_path / f"{name}.parquet"))
+        ref = st.build_stats_table(st.stats_lines([str(path)]), str(tmp_path / f"{name}.ref"))
+        assert got.kinds == ref.kinds and got.rows == ref.rows == len(rows)
+        assert pq.read_table(got.path).equals(pq.read_table(ref.path))
+    assert ref.kinds["n"] == "number" and ref.kinds["w"] == "number list"
 
 
 # ---------------------------------------------------------------------------

@@ -29,7 +29,13 @@ from dj_synth.pipelines.recipe import Recipe, RecipeError, apply_override
 from .analysis import Analysis, analyse
 from .report import ReportInput, render_report
 from .run_view import RunView, read_run
-from .stats_table import build_stats_table, chain, filtered_lines, stats_lines
+from .stats_table import (
+    build_stats_table,
+    chain,
+    filtered_lines,
+    stats_lines,
+    stats_table_from_files,
+)
 
 log = logging.getLogger("dj_synth")
 
@@ -155,9 +161,7 @@ def analyze_recipe(recipe: Recipe, opts: AnalyzeOptions | None = None) -> Analyz
     summary = run_recipe(stats_recipe, progress=opts.progress)
     seconds["stats"] = time.perf_counter() - t1
     t2 = time.perf_counter()
-    table = build_stats_table(
-        stats_lines(summary["stats_files"]), os.path.join(folder, "stats.parquet")
-    )
+    table = stats_table_from_files(summary["stats_files"], os.path.join(folder, "stats.parquet"))
     if not opts.export_original_dataset:
         for f in summary["export_files"]:
             if os.path.isfile(f):

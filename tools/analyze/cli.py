@@ -108,6 +108,15 @@ def main(
     )
     typer.echo(f"analysis: {result.folder}")
     typer.echo(f"report: {result.report}")
+    n, q = s["input_samples"], s["quarantined_samples"]
+    if n and q == n:
+        reasons = ", ".join(f"{k} ({v})" for k, v in list(s["quarantine_reasons"].items())[:3])
+        _fail(
+            1,
+            f"every input sample ({n:,}) was quarantined, nothing was analysed: {reasons}. Is "
+            "the input in the format the recipe expects (text_keys, image_key)? See "
+            f"{s['quarantine_file']}",
+        )
 
 
 def _fail(code: int, message: str) -> None:

@@ -26,6 +26,7 @@ log = logging.getLogger("dj_synth")
 
 STATS_FIELD = "__dj__stats__"
 ROW_GROUP = 65_536
+ARROW_BLOCK = 1 << 22  # bytes of JSON per block of Arrow's reader
 
 NUM, STR, NUM_LIST, STR_LIST = "number", "string", "number list", "string list"
 _ARROW = {
@@ -155,6 +156,68 @@ def build_stats_table(source: StatsSource, path: str) -> StatsTable:
             writer.write_table(cols.table())
             rows += cols.n
     return StatsTable(path, usable, rows)
+
+
+def stats_table_from_files(paths: list[str], path: str) -> StatsTable:
+    """`<export>_stats.jsonl` files into Parquet: in one pass with Arrow's JSON reader when
+    every block has the same shape (the usual case: ~6x faster), else `build_stats_table`."""
+    table = _arrow_stats(paths, path)
+    return table if table is not None else build_stats_table(stats_lines(paths), path)
+
+
+def _arrow_kind(t: pa.DataType) -> str | None:
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return NUM
+    if pa.types.is_string(t):
+        return STR
+    if pa.types.is_list(t):
+        v = t.value_type
+        if pa.types.is_integer(v) or pa.types.is_floating(v):
+            return NUM_LIST
+        if pa.types.is_string(v):
+            return STR_LIST
+    return None  # bools, nested objects, lists that were all empty so far: the Python path
+
+
+def _arrow_stats(paths: list[str], path: str) -> StatsTable | None:
+    """The table, or None (and no file) when the files are not uniform enough for Arrow."""
+    import pyarrow.json as pj
+
+    kinds: dict[str, str] | None = None
+    writer: pq.ParquetWriter | None = None
+    rows = 0
+    ok = False
+    try:
+        for f in paths:
+            for batch in pj.open_json(f, read_options=pj.ReadOptions(block_size=ARROW_BLOCK)):
+                stats = batch.column(batch.schema.get_field_index(STATS_FIELD))
+                if not pa.types.is_struct(stats.type) or stats.null_count:
+                    return None
+                fields = [stats.type.field(i) for i in range(stats.type.num_fields)]
+                these = {fd.name: _arrow_kind(fd.type) for fd in fields}
+                if not these or None in these.values():
+                    return None
+                if kinds is None:
+                    kinds = these  # type: ignore[assignment]
+                    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+                    schema = pa.schema([(c, _ARROW[k]) for c, k in kinds.items()])
+                    writer = pq.ParquetWriter(path, schema)
+                elif these != kinds:
+                    return None
+                arrays = [
+                    a.cast(_ARROW[k], safe=False) for a, k in zip(stats.flatten(), these.values())
+                ]
+                writer.write_table(pa.Table.from_arrays(arrays, names=list(these)))  # type: ignore[union-attr]
+                rows += batch.num_rows
+        ok = kinds is not None
+    except (pa.ArrowException, KeyError):  # a block of another shape, a malformed line
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+        if not ok and os.path.exists(path):
+            os.remove(path)
+    return StatsTable(path, kinds, rows) if ok and kinds is not None else None
 
 
 # ---------------------------------------------------------------------------

@@ -42,8 +42,8 @@ OTHER_BOUNDS: dict[str, list[tuple[str, str, str]]] = {
     "language_id_score_filter": [("lang_score", "min_score", "min")],
 }  # fmt: skip
 
-LOW_RULES = ("mean", "p25", "p10", "p5", "mean - 2 sigma", "mean - 3 sigma")
-HIGH_RULES = ("p75", "p90", "p95", "mean + 2 sigma", "mean + 3 sigma")
+LOW_RULES = ("mean", "p25", "p10", "p5", "mean − 2σ", "mean − 3σ")
+HIGH_RULES = ("p75", "p90", "p95", "mean + 2σ", "mean + 3σ")
 
 
 @dataclass
@@ -92,9 +92,9 @@ def suggestions(bound: Bound, dist: Distribution) -> list[tuple[str, float]]:
     m, s = dist.mean, dist.std
     values = {
         "mean": m, "p25": dist.q(0.25), "p10": dist.q(0.1), "p5": dist.q(0.05),
-        "mean - 2 sigma": m - 2 * s, "mean - 3 sigma": m - 3 * s,
+        "mean − 2σ": m - 2 * s, "mean − 3σ": m - 3 * s,
         "p75": dist.q(0.75), "p90": dist.q(0.9), "p95": dist.q(0.95),
-        "mean + 2 sigma": m + 2 * s, "mean + 3 sigma": m + 3 * s,
+        "mean + 2σ": m + 2 * s, "mean + 3σ": m + 3 * s,
     }  # fmt: skip
     rules = LOW_RULES if bound.side == "min" else HIGH_RULES
     merged: dict[float, list[str]] = {}
@@ -214,25 +214,49 @@ class WhatIf:
             self.remaining[k] += sum(alive)
 
     def _judge(self, f: FilterWhatIf, rows: list[dict[str, Any]], alive: list[bool]) -> None:
-        idx = [i for i, r in enumerate(rows) if all(r.get(c) is not None for c in f.needs)]
+        """Each variant's `keep` runs once per distinct stats row (lengths, word counts and
+        pixel sizes repeat a lot), its verdict counted for every row that has those stats."""
+        idx: list[int] = []
+        keys: list[tuple[Any, ...]] = []
+        counts: dict[tuple[Any, ...], int] = {}
+        for i, row in enumerate(rows):
+            values = [row.get(c) for c in f.needs]
+            if any(v is None for v in values):  # the operator never saw this sample
+                continue
+            key = tuple(tuple(v) if isinstance(v, list) else v for v in values)
+            idx.append(i)
+            keys.append(key)
+            counts[key] = counts.get(key, 0) + 1
         if not idx:
             return
-        view = SimpleNamespace(stats=[rows[i] for i in idx])
+        unique = list(counts)
+        weights = [counts[k] for k in unique]
+        view = SimpleNamespace(
+            stats=[
+                {c: list(v) if isinstance(v, tuple) else v for c, v in zip(f.needs, key)}
+                for key in unique
+            ]
+        )
+
+        def dropped(flags: list[bool]) -> int:
+            return sum(w for w, keep in zip(weights, flags) if not keep)
+
         try:
             flags = f.op.keep(view)  # type: ignore[arg-type]
-            f.configured.dropped += flags.count(False)
+            f.configured.dropped += dropped(flags)
             for b in f.bounds:
-                b.alone.dropped += b.alone.op.keep(view).count(False)  # type: ignore[arg-type]
+                b.alone.dropped += dropped(b.alone.op.keep(view))  # type: ignore[arg-type]
                 for _, v in b.suggested:
-                    v.dropped += v.op.keep(view).count(False)  # type: ignore[arg-type]
+                    v.dropped += dropped(v.op.keep(view))  # type: ignore[arg-type]
         except Exception as exc:  # a custom filter whose keep needs more than its stats
             f.error = f"{type(exc).__name__}: {exc}"
             log.warning("cannot judge %s from its stats alone: %s", f.op.name, f.error)
             return
         f.judged += len(idx)
         if self.sequential:
-            for i, keep in zip(idx, flags):
-                alive[i] = alive[i] and keep
+            verdict = dict(zip(unique, flags))
+            for i, key in zip(idx, keys):
+                alive[i] = alive[i] and verdict[key]
 
     @property
     def subset(self) -> bool:
