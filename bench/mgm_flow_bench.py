@@ -10,9 +10,13 @@ not depend on the vocabulary used). The data are synthetic: ``steps x 256`` pret
 ``steps x 128`` finetune samples, ``--items`` TextVQA questions and ``--items`` MMBench rows
 (half circular copies), 336x336 JPEG/PNG images. Then ``dj-train`` runs every stage with
 ``smoke.max_steps = steps`` and the toolkit's batch settings for one GPU (8 x 32 / 8 x 16).
-Peak GPU memory comes from polling ``nvidia-smi`` while the flow runs. The result (per-stage
-wall time, the Trainer's samples/s, inference items/s) goes to a marked block of
-bench/RESULTS.md (``mgm_flow:<size>``).
+Peak GPU memory comes from polling ``nvidia-smi`` while the flow runs. The flow runs in the
+``--fidelity`` mode (default ``toolkit``, the challenge's numerics). Then both inference modes
+answer the same TextVQA and MMBench items with the finetuned model, each timed after its model
+load: ``toolkit`` (batch 1, float16 on CUDA / float32 on CPU, stop at ``<eos>``) and ``fast``
+(batches of ``--batch-size``, bfloat16 on CUDA, also stop at ``<end_of_turn>``), with the share
+of identical answers. The result (per-stage wall time, the Trainer's samples/s, both modes'
+items/s) goes to a marked block of bench/RESULTS.md (``mgm_flow:<size>``).
 """
 
 from __future__ import annotations
@@ -110,7 +114,9 @@ def write_data(root: Path, n_pre: int, n_ft: int, n_items: int, side: int) -> No
     for i in range(n_pre):
         image(pre / f"images/{i}.jpg")
         sid = f"{i:09d}"
-        cap = " ".join(rng.choice(["a", "red", "photo", "of", "the", "sky", "dog"]) for _ in range(12))
+        cap = " ".join(
+            rng.choice(["a", "red", "photo", "of", "the", "sky", "dog"]) for _ in range(12)
+        )
         dj.append({"id": sid, "images": [f"{pre}/images/{i}.jpg"],
                    "text": f"<__dj__image>\n{cap} <|__dj__eoc|>"})  # fmt: skip
         orig.append({"id": sid, "image": f"images/{i}.jpg", "conversations": [
@@ -195,13 +201,63 @@ def trainer_summary(log: Path) -> dict[str, float]:
     return {}
 
 
+def compare_inference(ckpt: Path, root: Path, n_items: int, batch_size: int, max_new: int) -> dict:
+    """Both fidelity modes on the same TextVQA / MMBench items: load seconds, items/s, and how
+    many answers the two modes share."""
+    import dataclasses
+    import json as _json
+
+    from dj_synth.tools.challenge.tiny import SPLIT
+    from dj_synth.tools.mgm import infer
+
+    ev = root / "toolkit/training/data/eval_stage_1"
+    out = root / "output" / "bench_inference"
+    result: dict = {}
+    answers: dict = {}
+    for mode, batch in (("toolkit", 1), ("fast", batch_size)):
+        t0 = time.time()
+        loaded = infer.load_model(ckpt, fidelity=mode)
+        load_s = time.time() - t0
+        row = {"load_s": round(load_s, 1), "batch_size": batch,
+               "dtype": str(next(loaded.model.parameters()).dtype).removeprefix("torch.")}  # fmt: skip
+        for bench, questions in (
+            ("textvqa", infer.textvqa_questions(
+                ev / "textvqa/llava_textvqa_val_v051_ocr.jsonl", ev / "textvqa/train_images",
+                loaded.name)),
+            ("mmbench", infer.mmbench_questions(ev / f"mmbench/{SPLIT}.tsv", loaded.name)),
+        ):  # fmt: skip
+            questions = questions[:n_items]
+            target = out / f"{mode}_{bench}.jsonl"
+            t0 = time.time()
+            infer.answer_questions(
+                dataclasses.replace(loaded, fidelity=mode), questions, target, batch,
+                max_new_tokens=max_new, progress=False,
+            )  # fmt: skip
+            row[f"{bench}_items_per_s"] = round(len(questions) / (time.time() - t0), 2)
+            answers[(mode, bench)] = [
+                _json.loads(x)["text"] for x in target.read_text().splitlines()
+            ]
+        result[mode] = row
+        del loaded
+    same = sum(
+        a == b
+        for bench in ("textvqa", "mmbench")
+        for a, b in zip(answers[("toolkit", bench)], answers[("fast", bench)])
+    )
+    total = sum(len(answers[("toolkit", bench)]) for bench in ("textvqa", "mmbench"))
+    result["same_answers"] = f"{same}/{total}"
+    return result
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", choices=["full", "tiny"], default="full")
     ap.add_argument("--work", type=Path, default=HERE / "out" / "mgm_flow")
     ap.add_argument("--steps", type=int, default=2, help="optimizer steps per training stage")
     ap.add_argument("--items", type=int, default=200, help="TextVQA questions and MMBench rows")
-    ap.add_argument("--batch-size", type=int, default=16, help="inference prompts per batch")
+    ap.add_argument("--batch-size", type=int, default=16, help="fast-mode prompts per batch")
+    ap.add_argument("--fidelity", choices=["toolkit", "fast"], default="toolkit",
+                    help="the mode the dj-train flow runs in")  # fmt: skip
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-record", action="store_true")
     args = ap.parse_args()
@@ -241,7 +297,8 @@ def main() -> int:
                              "image_folder": f"{ev}/textvqa/train_images",
                              "annotation_file": f"{ev}/textvqa/TextVQA_0.5.1_val.json"},
                  "mmbench": {"question_file": f"{ev}/mmbench/mmbench_dev_20230712.tsv"},
-                 "batch_size": args.batch_size},
+                 **({"batch_size": args.batch_size} if args.fidelity == "fast" else {})},
+        "fidelity": args.fidelity,
         "bf16": full, "tf32": full,
         "smoke": {"max_steps": args.steps, "max_new_tokens": 16},
     }  # fmt: skip
@@ -257,8 +314,16 @@ def main() -> int:
     exp = config["exp_name"]
     pre = trainer_summary(out / f"training_dirs/MGM-2B-Pretrain-{exp}/pretrain.log")
     ft = trainer_summary(out / f"training_dirs/MGM-2B-Finetune-{exp}/finetuning.log")
+    modes = None
+    if code == 0:
+        ckpt = out / f"training_dirs/MGM-2B-Finetune-{exp}"
+        load_before = os.getloadavg()[0]
+        modes = compare_inference(ckpt, root, args.items, args.batch_size, 16)
+        modes["load_avg"] = f"{load_before:.1f} -> {os.getloadavg()[0]:.1f}"
     result = {
+        "measured_at": f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M}",
         "exit_code": code, "size": args.size, "gpus": gpus, "zoo_build_s": round(build_s, 1),
+        "fidelity": args.fidelity, "inference_modes": modes,
         "flow_wall_s": round(wall, 1), "stages_s": stages, "peak_gpu_mib": poller.peak,
         "pretrain": pre, "finetune": ft,
         "textvqa_items_per_s": round(args.items / stages["textvqa"], 2) if stages.get("textvqa") else None,
@@ -279,13 +344,21 @@ def render(r: dict, args: argparse.Namespace) -> str:
     else:
         dev = f"{os.cpu_count()} CPUs ({platform.machine()}), no GPU"
     cmd = "python bench/mgm_flow_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    modes = r["inference_modes"] or {}
+    mode_rows = [
+        f"| {m} | {v['batch_size']} | {v['dtype']} | {v['load_s']} | {v['textvqa_items_per_s']} "
+        f"| {v['mmbench_items_per_s']} |"
+        for m, v in modes.items()
+        if isinstance(v, dict)
+    ]
     lines = [
         f"### dj-train flow ({r['size']} MGM-2B shapes, random weights)",
         "",
-        f"Measured {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {dev}; "
+        f"Measured {r['measured_at']} UTC on {dev}; "
         f"torch {torch.__version__}, transformers {transformers.__version__}. Command: `{cmd}`. "
         f"{args.steps} optimizer steps per stage (global batch 256 / 128), {args.items} TextVQA "
-        f"questions and MMBench rows, 16 new tokens, inference batch {args.batch_size}. Stage "
+        f"questions and MMBench rows, 16 new tokens; the flow ran in fidelity `{r['fidelity']}` "
+        f"(inference batch {1 if r['fidelity'] == 'toolkit' else args.batch_size}). Stage "
         "times include process start and model loading.",
         "",
         "| stage | wall s |",
@@ -298,7 +371,23 @@ def render(r: dict, args: argparse.Namespace) -> str:
         "items/s (stage wall time, model load included)",
         f"- peak GPU memory (nvidia-smi, all GPUs): {r['peak_gpu_mib']} MiB; random-weight zoo "
         f"built in {r['zoo_build_s']} s",
+        "",
+        f"Both inference modes on the same {args.items} TextVQA and {args.items} MMBench items "
+        "(timed after the model load, 16 new tokens at most; answers identical in "
+        f"{modes.get('same_answers')}; 1-minute load average {modes.get('load_avg')}, so "
+        "compare the modes' ratio rather than absolute figures):",
+        "",
+        "| mode | batch | dtype | load s | TextVQA items/s | MMBench items/s |",
+        "|---|---:|---|---:|---:|---:|",
+        *mode_rows,
     ]
+    if not r["gpus"]:
+        lines += [
+            "",
+            "No GPU was available to this run: on CPU both modes compute in float32, so the table "
+            "shows the cost of batch 1 vs batched decoding only; `--size full` on a GPU machine "
+            "adds float16 (toolkit) vs bfloat16 (fast).",
+        ]
     return "\n".join(lines)
 
 

@@ -183,6 +183,23 @@ def test_optimize_vision_tower_unfreezes_mgms_parts(setup):
     assert stages[2].blocks[4].mlp.fc1.weight.grad is None
 
 
+def test_adapter_aux_weights_used_only_with_optimize_aux(setup, tmp_path):
+    """MGM's finetune reads vision_tower_aux.* from mm_projector.bin only when
+    optimize_vision_tower_aux is on; otherwise the ConvNeXt comes from its folder."""
+    from dj_synth.tools.mgm.encoders import OpenCLIPConvNeXtTower
+
+    folder = OpenCLIPConvNeXtTower.from_path(setup["tiny"]["vision_tower_aux"]).state_dict()
+    adapter = {f"model.vision_tower_aux.{k}": v + 1 for k, v in folder.items()}
+    torch.save(adapter, tmp_path / "mm_projector.bin")
+    key = "vision_stages.2.blocks.5.mlp.fc1.weight"
+    for optimize_aux, expected in ((False, folder[key]), (True, folder[key] + 1)):
+        model, _ = build(
+            setup, "--pretrain_mm_mlp_adapter", str(tmp_path / "mm_projector.bin"),
+            "--optimize_vision_tower_aux", str(optimize_aux),
+        )  # fmt: skip
+        assert torch.equal(model.model.vision_tower_aux.state_dict()[key], expected)
+
+
 def test_towers_frozen_without_the_flags(setup):
     model, _ = build(setup)  # finetune-style: LLM trains, towers do not
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
@@ -304,3 +321,36 @@ def test_scores_json_records_the_mode(tmp_path):
     assert "micro-batch" in record["loss"]
     bad = CliRunner().invoke(app, ["scores", "--out", str(out), "--fidelity", "quick"])
     assert bad.exit_code == 2
+
+
+class _StubLM(torch.nn.Module):
+    def __init__(self, loss: float) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+        self.loss = loss
+
+    def forward(self, input_ids=None, labels=None, **kwargs):
+        logits = self.w * torch.ones(*input_ids.shape, 3)
+        return {"loss": self.w.sum() * self.loss, "logits": logits}
+
+
+def test_toolkit_loss_divides_by_accumulation_and_survives_empty_micro_batches(tmp_path):
+    """The micro-batch mean is divided by the accumulation steps (4.38 / DeepSpeed GAS); a
+    micro-batch without supervised tokens adds a zero gradient, not MGM's NaN."""
+    from dj_synth.tools.mgm.train import TrainingArguments
+
+    args = TrainingArguments(output_dir=str(tmp_path), gradient_accumulation_steps=4,
+                             use_cpu=True, report_to="none")  # fmt: skip
+    ids = torch.ones(2, 5, dtype=torch.long)
+    supervised = torch.full((2, 5), IGNORE_INDEX)
+    supervised[0, 3] = 7
+    trainer = MGMTrainer(model=_StubLM(2.0), args=args)
+    trainer.model.train()
+    loss = trainer.compute_loss(trainer.model, {"input_ids": ids, "labels": supervised})
+    assert float(loss) == pytest.approx(0.5)
+    nan_trainer = MGMTrainer(model=_StubLM(float("nan")), args=args)
+    nan_trainer.model.train()
+    empty = torch.full((2, 5), IGNORE_INDEX)
+    loss = nan_trainer.compute_loss(nan_trainer.model, {"input_ids": ids, "labels": empty})
+    loss.backward()
+    assert float(loss) == 0.0 and float(nan_trainer.model.w.grad) == 0.0

@@ -10,5 +10,8 @@ loads MGM's published weights and ``mm_projector.bin`` files unchanged. Modules:
 * ``conversation``      -- the ``gemma`` template, ``<image>`` tokenization and label masking.
 * ``data``              -- lazy LLaVA-JSON dataset, collator, modality-grouped sampler.
 * ``train``             -- ``train_mem.py``-compatible training entry (``dj-mgm-train``).
+* ``fidelity``          -- the ``toolkit`` (MGM's numerics, default) and ``fast`` modes.
+* ``checkpoint``        -- loading a finetuned checkpoint by MGM's rule (towers from folders).
+* ``infer``             -- TextVQA / MMBench answers (``model_vqa_loader`` / ``_mmbench``).
 * ``tiny``              -- tiny random MGM ingredients for tests and benchmarks.
 """

@@ -9,8 +9,10 @@ Differences from MGM that matter for loading: every multimodal module (both towe
 ``vlm_uni_*``) is built in ``__init__`` from the config, so ``from_pretrained`` on a checkpoint
 loads all of them from its safetensors in one go (MGM builds ``vlm_uni_*`` later and re-reads the
 shards through the index). The tower configs are stored in the config (``mm_vision_config``,
-``mm_vision_aux_config``) so a checkpoint reloads without the original tower folders; for MGM's
-own checkpoints (without those keys) they are read from ``mm_vision_tower(_aux)``.
+``mm_vision_aux_config``) so ``from_pretrained`` can rebuild a checkpoint without the original
+tower folders; for MGM's own checkpoints (without those keys) they are read from
+``mm_vision_tower(_aux)``. Evaluation loads checkpoints with ``checkpoint.load_mgm_checkpoint``,
+which follows MGM's rule (towers from their folders) instead.
 """
 
 from __future__ import annotations

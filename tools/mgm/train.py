@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader
 from transformers import AutoTokenizer, HfArgumentParser, Trainer
 
 from dj_synth.tools.mgm import fidelity as fidelity_modes
+from dj_synth.tools.mgm.constants import IGNORE_INDEX
 from dj_synth.tools.mgm.data import (
     DataCollatorForSupervisedDataset,
     LazySupervisedDataset,
@@ -168,7 +169,13 @@ class MGMTrainer(Trainer):
         if self.fidelity != fidelity_modes.TOOLKIT or not model.training:
             return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
         outputs = model(**inputs)
-        loss = outputs["loss"] / self.args.gradient_accumulation_steps
+        loss = outputs["loss"]
+        labels = inputs.get("labels")
+        if labels is not None and not bool((labels[..., 1:] != IGNORE_INDEX).any()):
+            # nothing supervised in this micro-batch: MGM's mean would be NaN (0 / 0) and
+            # poison the step; here it contributes a zero gradient instead
+            loss = outputs["logits"].sum() * 0.0
+        loss = loss / self.args.gradient_accumulation_steps
         return (loss, outputs) if return_outputs else loss
 
     def get_train_dataloader(self) -> DataLoader:
