@@ -393,6 +393,25 @@ def minhash_replay(path: Path, n: int, marks: list[int], drops_out: Path | None)
     return rows
 
 
+def band_table_fill(kept: int, bands: int = 25, chunk: int = 100_000) -> list[tuple]:
+    """The MinHash band table's own memory: `kept` captions' worth of random band hashes,
+    stored in chunks (`BandTable.extend`, growth included). Peak RSS of this process."""
+    import resource
+
+    from dj_synth.operators.document_minhash_deduplicator import BandTable
+
+    rng = np.random.default_rng(0)
+    table, out, t0 = BandTable(), [], time.perf_counter()
+    for lo in range(0, kept, chunk):
+        n = min(chunk, kept - lo)
+        table.extend(rng.integers(1, 2**32, (n, bands), dtype=np.uint64), np.arange(lo, lo + n))
+        if (lo + n) % 1_000_000 == 0 or lo + n == kept:
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+            out.append((lo + n, table.slots.size, round(peak), round(time.perf_counter() - t0)))
+            print(f"  band table {lo + n:,} kept: {out[-1]}", file=sys.stderr, flush=True)
+    return out
+
+
 def hamming_replay(n: int, threshold: int, seed: int = 0) -> dict:
     """Synthetic pHash keys (uniform random 64-bit hashes, 10% near copies with up to
     `threshold` bits flipped, each with a random 8x8 thumbnail, copies with the same one)
@@ -659,6 +678,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="only the MinHash index, in this process, on the first N captions of "
                          "the caption corpus, reporting at each N (prints; no RESULTS.md)")  # fmt: skip
     ap.add_argument("--drops-out", type=Path, help="with --minhash-replay: id<TAB>reason per drop")
+    ap.add_argument("--band-table-fill", type=int, metavar="KEPT",
+                    help="only the MinHash band table: KEPT captions of random band hashes")  # fmt: skip
     ap.add_argument("--hamming-replay", type=int, nargs="+", metavar="N",
                     help="only the image Hamming index, synthetic keys, t = --thresholds")  # fmt: skip
     ap.add_argument("--notes", default="", help="text appended to the block's reading")
@@ -670,6 +691,9 @@ def main(argv: list[str] | None = None) -> int:
         path = caption_corpus(args.captions, args.seed)
         rows = minhash_replay(path, max(args.minhash_replay), args.minhash_replay, args.drops_out)
         print(json.dumps(rows))
+        return 0
+    if args.band_table_fill:
+        print(json.dumps(band_table_fill(args.band_table_fill)))
         return 0
     if args.hamming_replay:
         for t in args.thresholds:

@@ -214,18 +214,30 @@ class BandTable:
                     self.stash.setdefault(int(h), []).append(index)
         self.used += len(hashes)
 
+    def extend(self, hashes: np.ndarray, indices: np.ndarray) -> None:
+        """Store indices[i] under each hash of row hashes[i] (n, bands), all at once."""
+        while (self.used + hashes.size) * 10 > self.slots.size * 9:
+            self._grow()
+        idx = np.repeat(indices.astype(np.uint64) + np.uint64(1), hashes.shape[1])
+        self._bulk((hashes.reshape(-1) << np.uint64(32)) | idx)
+        self.used += hashes.size
+
     def _grow(self) -> None:
         old = self.slots.reshape(-1)
         self.slots = np.zeros((2 * len(self.slots), self.SLOTS), dtype=np.uint64)
-        chunk = 1 << 16
+        chunk = 1 << 18
         for lo in range(0, len(old), chunk):
             entries = old[lo : lo + chunk]
             self._bulk(entries[entries != 0])
         del old
 
-    def _bulk(self, entries: np.ndarray) -> None:
+    def _bulk(self, entries: np.ndarray, chunk: int = 1 << 15) -> None:
         """Insert entries in rounds: each takes a free slot of its emptier bucket, one entry
-        per bucket a round; both buckets full: the stash."""
+        per bucket a round; both buckets full: the stash. In chunks (bounded temporaries)."""
+        for lo in range(0, len(entries), chunk):
+            self._bulk_chunk(entries[lo : lo + chunk])
+
+    def _bulk_chunk(self, entries: np.ndarray) -> None:
         flat = self.slots.reshape(-1)
         while entries.size:
             hashes = entries >> np.uint64(32)
