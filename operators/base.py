@@ -164,6 +164,10 @@ class Op:
         metrics.n_in += len(batch)
         metrics.n_out += len(out)
         metrics.seconds += time.perf_counter() - start
+        counts = self.__dict__.pop("cache_counts", None)  # a model op's cache use
+        if counts:
+            metrics.cache_hits += counts[0]
+            metrics.cache_misses += counts[1]
         return out
 
     def _view(self, batch: Batch) -> Batch:
@@ -184,8 +188,13 @@ class Op:
         """The per-sample time limit applies to CPU operators (not to model inference)."""
         return self.accelerator == "cpu" and self.fork_safe
 
+    @property
+    def defers_pixels(self) -> bool:
+        """True when the operator decodes only the images it needs (model-output cache)."""
+        return False
+
     def _guarded(self, batch: Batch, ledger: Ledger) -> Batch:
-        if self.needs_pixels:
+        if self.needs_pixels and not self.defers_pixels:
             batch = self._decode_pixels(batch, ledger)
             if not len(batch):
                 return batch

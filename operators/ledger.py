@@ -22,6 +22,8 @@ class OpMetrics:
     filtered: int = 0
     quarantined: int = 0
     generated: int = 0
+    cache_hits: int = 0  # model outputs found in the model-output cache
+    cache_misses: int = 0  # model outputs computed
 
     def add(self, other: OpMetrics) -> None:
         self.n_in += other.n_in
@@ -30,6 +32,8 @@ class OpMetrics:
         self.filtered += other.filtered
         self.quarantined += other.quarantined
         self.generated += other.generated
+        self.cache_hits += other.cache_hits
+        self.cache_misses += other.cache_misses
 
 
 @dataclass

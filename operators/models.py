@@ -13,7 +13,7 @@
   depend on the executor either.
 
 Model operators keep only picklable configuration on the object; the loaded model
-lives in `self._model` (dropped on pickling).
+is `self._model`, loaded on first use (dropped on pickling).
 """
 
 from __future__ import annotations
@@ -234,20 +234,42 @@ class ModelOp:
     (`resolve_model_path`), so a missing or wrong model fails the recipe before work.
     """
 
-    _model: Any = None
     fork_safe = False
     gpu_batch_size: int = 32
     dtype: str | None = "auto"
     device: str = "cpu"
+    # The run's model-output cache (`model_cache.ModelCache`), set by the engine per worker;
+    # None: every output is computed.
+    model_cache: Any = None
+
+    @property
+    def defers_pixels(self) -> bool:
+        """With a cache, images are decoded only for inputs the cache does not hold."""
+        return self.model_cache is not None
 
     def setup(self, device: str = "cpu", rank: int = 0) -> None:
-        if self._model is None:
-            self.device = device
-            self._model = self.load_model(device)
-            if device == "cpu" and "torch" in sys.modules:
+        """Note the device; load the model now, or with a cache on its first miss (a rerun
+        that finds everything never loads it)."""
+        self.device = device
+        if self.model_cache is None:
+            self._model  # noqa: B018 - loads it: a model that cannot load fails the run here
+
+    @property
+    def _model(self) -> Any:
+        """The loaded model (whatever `load_model` returned), loaded on first use."""
+        loaded = self.__dict__.get("_loaded")
+        if loaded is None:
+            loaded = self.__dict__["_loaded"] = self.load_model(self.device)
+            if self.device == "cpu" and "torch" in sys.modules:
                 # float sums depend on the thread count: the same count in every executor
                 # (Ray gives an actor one thread, a local worker all cores) keeps outputs equal
                 sys.modules["torch"].set_num_threads(cpu_threads())
+        return loaded
+
+    @_model.setter
+    def _model(self, value: Any) -> None:
+        """A model built elsewhere (benchmarks inject full-size random-weight models)."""
+        self.__dict__["_loaded"] = value
 
     def load_model(self, device: str) -> Any:
         """The model (and whatever else `forward` needs) on `device`; called once."""
@@ -273,20 +295,53 @@ class ModelOp:
         size that fits is remembered for this worker).
         """
         items = list(items)
+        cache = self.model_cache
+        if cache is None:
+            return self._compute(items, forward, prepare)
+        code = getattr(forward, "__func__", forward).__code__
+        call = f"{code.co_name}:{code.co_firstlineno}"  # two calls of one op never mix
+        fingerprint = cache.fingerprint(self, call, self.device, self.model_dtype())
+        keys = [cache.key(fingerprint, item) for item in items]
+        found = cache.get_many(keys)
+        todo = [i for i, k in enumerate(keys) if k not in found]
+        counts = self.__dict__.setdefault("cache_counts", [0, 0])
+        counts[0] += len(keys) - len(todo)
+        counts[1] += len(todo)
+
+        def keep(done: list[int], outputs: list[R]) -> None:  # stored slice by slice
+            cache.set_many({keys[i]: v for i, v in zip(done, outputs)})
+            found.update((keys[i], v) for i, v in zip(done, outputs))
+
+        self._compute([items[i] for i in todo], forward, prepare, todo, keep)
+        return [found[k] for k in keys]
+
+    def _compute(
+        self,
+        items: list[T],
+        forward: Callable[[Any, list[T]], list[R]],
+        prepare: Callable[[list[T]], Any] | None,
+        positions: list[int] | None = None,
+        keep: Callable[[list[int], list[R]], None] | None = None,
+    ) -> list[R]:
         size = max(1, self.gpu_batch_size)
         slices = [items[i : i + size] for i in range(0, len(items), size)]
         fit = self.__dict__.setdefault("_fit", [size])
         ready = prefetched(prepare, slices, decode_threads()) if prepare else iter(slices)
         out: list[R] = []
         for part, prepared in zip(slices, ready):
-            out.extend(run_in_batches(lambda both: forward(*both), (prepared, part), size, fit))
+            done = run_in_batches(lambda both: forward(*both), (prepared, part), size, fit)
+            if keep is not None and positions is not None:
+                keep(positions[len(out) : len(out) + len(done)], done)
+            out.extend(done)
         if len(out) != len(items):
             raise RuntimeError(f"{self}: {len(out)} outputs for {len(items)} inputs")
         return out
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_model"] = None
+        state.pop("_loaded", None)
+        state.pop("model_cache", None)
+        state.pop("cache_counts", None)
         state.pop("_fit", None)
         state.pop("_prepared", None)
         return state

@@ -62,6 +62,9 @@ def main(
     fresh: Annotated[
         bool, typer.Option(help="Discard an interrupted run's checkpoint and start over")
     ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Compute every model output (no cache)")
+    ] = False,
     version: VersionOpt = False,
 ) -> None:
     logging.basicConfig(
@@ -80,6 +83,8 @@ def main(
     overrides = list(set_ or [])
     if executor:
         overrides.append(f"executor_type={executor}")
+    if no_cache:
+        overrides.append("use_cache=false")
     from .run import preflight, run_recipe
 
     try:

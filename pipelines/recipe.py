@@ -43,7 +43,7 @@ class RecipeError(ValueError):
 # Data-Juicer global keys accepted but not acted on (a warning names them).
 DJ_IGNORED_KEYS = frozenset(
     {
-        "use_cache", "ds_cache_dir", "cache_compress", "op_fusion", "fusion_strategy", "adaptive_batch_size", "turbo",
+        "ds_cache_dir", "cache_compress", "op_fusion", "fusion_strategy", "adaptive_batch_size", "turbo",
         "skip_op_error", "open_monitor", "temp_dir", "open_insight_mining",
         "op_list_to_mine", "percentiles", "export_original_dataset", "save_stats_in_one_file",
         "export_in_parallel", "export_extra_args", "keep_hashes_in_res_ds", "suffixes",
@@ -76,6 +76,9 @@ class RecipeSettings(BaseModel):
     export_shard_size: int = 0
     keep_stats_in_res_ds: bool = False
     custom_operator_paths: list[str] = []
+    use_cache: bool = True  # ours: the model-output cache (captions, scores, embeddings)
+    cache_dir: str | None = None  # default $DJ_SYNTH_CACHE_DIR or ~/.cache/dj_synth/model_outputs
+    cache_size_gb: float = 4.0
     open_tracer: bool = False  # work_dir/trace/: changed, dropped and duplicate samples
     op_list_to_trace: list[str] = []  # empty: every operator
     trace_num: int = 10
@@ -293,6 +296,8 @@ def _check_settings(
         errors.append(f"{source}: 'io_batch_size' must be >= 1, got {settings.io_batch_size}")
     if settings.op_timeout_s is not None and settings.op_timeout_s <= 0:
         errors.append(f"{source}: 'op_timeout_s' must be > 0 seconds (or null for no limit)")
+    if settings.cache_size_gb <= 0:
+        errors.append(f"{source}: 'cache_size_gb' must be > 0")
     if settings.trace_num < 1:
         errors.append(f"{source}: 'trace_num' must be >= 1, got {settings.trace_num}")
     if not 0 < settings.max_quarantine_ratio <= 1:

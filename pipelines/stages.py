@@ -43,6 +43,16 @@ def prepare_op(op: Op, rank: int) -> None:
     op.prepare(pick_device(op.accelerator, rank), rank)
 
 
+def open_model_cache(recipe: Recipe, ops: list[Op]) -> Any:
+    """The run's model-output cache, when the recipe uses one and has a model operator."""
+    s = recipe.settings
+    if not s.use_cache or not any(hasattr(op, "model_cache") for op in ops):
+        return None
+    from dj_synth.operators.model_cache import ModelCache, default_cache_dir
+
+    return ModelCache(s.cache_dir or default_cache_dir(), s.cache_size_gb)
+
+
 @dataclass
 class Stage:
     index: int
@@ -155,6 +165,11 @@ class StageRunner:
         self.recipe = recipe
         self.rank = rank
         self.stages = plan_stages(recipe.build_ops(), final_pass)
+        ops = [op for stage in self.stages for op in stage.ops]
+        self.model_cache = open_model_cache(recipe, ops)
+        for op in ops:
+            if hasattr(op, "model_cache"):
+                op.model_cache = self.model_cache
         if setup:  # load every model now; without it, each op loads on its first batch
             for stage in self.stages:
                 for op in stage.ops:

@@ -82,6 +82,10 @@ class RunAccount:
                     "filtered": m.filtered,
                     "quarantined": m.quarantined,
                     "generated": m.generated,
+                    **(
+                        {"cache_hits": m.cache_hits, "cache_misses": m.cache_misses}
+                        if m.cache_hits or m.cache_misses else {}
+                    ),
                 }
             )
         return {

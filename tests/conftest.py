@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
+
 import pytest
+
+# The model-output cache of the runs under test lives in a folder of this session, never in
+# the user's ~/.cache (and Ray workers started by a test inherit it).
+os.environ["DJ_SYNTH_CACHE_DIR"] = tempfile.mkdtemp(prefix="dj-synth-test-cache-")
 
 
 @pytest.fixture(scope="session")

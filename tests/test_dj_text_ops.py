@@ -467,7 +467,7 @@ def test_alpha_token_ratio_counts_the_tokens_tokenize_returns(tiny_lm):
     op = pickle.loads(pickle.dumps(get_operator("alphanumeric_filter")(
         tokenization=True, hf_tokenizer=tiny_lm
     )))  # fmt: skip
-    assert op._model is None
+    assert "_loaded" not in vars(op)  # the tokenizer is not pickled with the operator
 
 
 def test_alpha_token_ratio_tokenizer_missing(tmp_path, monkeypatch):

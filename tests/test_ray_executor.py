@@ -81,7 +81,8 @@ def _modes(recipe_path: Path, tmp_path: Path, *overrides: str, shard: int = 8) -
     results = []
     for mode, extra in MODES.items():
         out = tmp_path / mode
-        args = [f"export_path={out}/out.jsonl", f"io_batch_size={shard}", *extra, *overrides]
+        args = [f"export_path={out}/out.jsonl", f"io_batch_size={shard}", "use_cache=false",
+                *extra, *overrides]  # fmt: skip
         summary = run_recipe(load_recipe(recipe_path, args), progress=False)
         assert summary["mode"] == ("streaming" if mode == "streaming" else "sharded")
         if mode != "streaming":

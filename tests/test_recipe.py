@@ -80,11 +80,11 @@ def test_mistyped_global_key(tmp_path, data):
 def test_dj_keys_we_ignore_warn_not_fail(tmp_path, data, caplog):
     path = _recipe(
         tmp_path, data, [{"text_length_filter": {"mem_required": "1GB"}}],
-        use_cache=False, open_monitor=True, op_fusion=False,
+        ds_cache_dir="/tmp/x", open_monitor=True, op_fusion=False,
     )  # fmt: skip
     with caplog.at_level(logging.WARNING, logger="dj_synth"):
         recipe = load_recipe(path)
-    assert {"use_cache", "open_monitor", "op_fusion"} <= {
+    assert {"ds_cache_dir", "open_monitor", "op_fusion"} <= {
         w.split("'")[1] for w in recipe.warnings if w.startswith("recipe key")
     }
     assert any("mem_required" in w for w in recipe.warnings)

@@ -42,6 +42,7 @@ from typing import Annotated
 
 import typer
 
+from dj_synth.tools.cache_cli import cache_app
 from dj_synth.tools.cli_common import make_app
 
 HELP = (
@@ -483,6 +484,7 @@ def make_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> str:
 
 
 app = make_app(f"dj-synth utilities. {HELP}", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 
 @app.command(
