@@ -433,6 +433,19 @@ def test_quality_aware_cap_command(tmp_path):
         load_flow_config(_minimal(tmp_path, pretrain__select="top", pretrain__select_by=None))
 
 
+def test_cap_stage_fills_the_cap_when_asked(tmp_path):
+    """pretrain.fill: the cap stage repeats 2 samples to exactly 5 (2 passes + 1, best first)."""
+    cfg = _minimal(tmp_path, pretrain__cap=5, pretrain__fill=True, pretrain__select="top",
+                   pretrain__select_by="image_text_similarity")  # fmt: skip
+    rows = [{"id": f"x{i}", "images": ["a.jpg"], "text": f"<__dj__image>\ncap {i} <|__dj__eoc|>",
+             "__dj__stats__": {"image_text_similarity": [0.2, 0.3][i]}} for i in range(2)]  # fmt: skip
+    (tmp_path / "data/dj.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert train_main([str(cfg), "--until", "cap", "--quiet"]) == 0
+    capped = (tmp_path / "data/dj.jsonl-200k.jsonl").read_text().splitlines()
+    assert [json.loads(x)["id"] for x in capped] == ["x0", "x1", "x0", "x1", "x1"]
+    assert "--fill" in (tmp_path / "output/train.sh").read_text()
+
+
 def test_deepspeed_commands_carry_the_toolkits_arguments(tmp_path):
     """On GPUs the stages are the toolkit's `deepspeed train_mem.py` lines (reference §4)."""
     from dj_synth.tools.challenge.flow import _finetune, _pretrain

@@ -139,18 +139,21 @@ def cmd_cap(
     max_samples: Annotated[int, typer.Option(help="The cap (the challenge: 200000)")] = CHALLENGE_CAP,
     by: Annotated[str | None, typer.Option(help="Keep the top N by this stats key instead of the toolkit's random sample")] = None,
     stats_file: Annotated[str | None, typer.Option(help="Stats side file (<export>_stats.jsonl) for --by")] = None,
+    fill: Annotated[bool, typer.Option("--fill", help="Fewer than N: repeat samples up to exactly N (with --by the best first, else the toolkit's seeded order)")] = False,
 ) -> None:  # fmt: skip
-    """At most N samples: the toolkit's seeded random sample, or the top N by a stats key."""
+    """At most N samples: the toolkit's seeded random sample, or the top N by a stats key;
+    with --fill exactly N, fewer samples repeated (whole passes, then the best or the
+    toolkit's seeded order for the rest)."""
     if by:
         try:
-            n = top_samples(in_path, out_path, by, max_samples, stats_file)
+            n = top_samples(in_path, out_path, by, max_samples, stats_file, fill)
         except UnknownStatError as exc:
             _fail(exc, 2)
         except ValueError as exc:
             _fail(exc)
         typer.echo(f"wrote {n} samples to {out_path}", err=True)
     else:
-        _write(cap_samples, in_path, out_path, max_samples, out=out_path)
+        _write(cap_samples, in_path, out_path, max_samples, fill, out=out_path)
 
 
 @app.command("check-batch")

@@ -8,6 +8,13 @@ draws indices, so sampling `range(len)` with the same seed picks the same
 samples; we read the file twice instead of holding it, and keep only the N
 chosen lines. `top_samples` is our quality-aware alternative: the N samples
 with the highest value of a stats key.
+
+With `fill`, fewer samples than N are repeated up to exactly N, as the published
+solutions repeated their best data 2-4x: every sample `N // total` times, then
+`N % total` of them once more -- the best first with a stats key, else in the order
+the toolkit's seeded sampler draws them (`random.Random(1024).sample`). Copies are
+written in whole passes over the input (input order), then the extra copies (input
+order); training shuffles them anyway.
 """
 
 from __future__ import annotations
@@ -48,9 +55,15 @@ def _dump(sample: Any) -> bytes:
     return json.dumps(sample, ensure_ascii=False).encode()
 
 
-def cap_samples(in_path: str, out_path: str, max_samples: int = CHALLENGE_CAP) -> int:
-    """At most `max_samples` samples, chosen and ordered as the toolkit's sampler does."""
+def cap_samples(
+    in_path: str, out_path: str, max_samples: int = CHALLENGE_CAP, fill: bool = False
+) -> int:
+    """At most `max_samples` samples, chosen and ordered as the toolkit's sampler does;
+    with `fill`, exactly `max_samples` (repeats in the toolkit's seeded order)."""
     total = sum(1 for _ in _samples(in_path))
+    if fill and total < max_samples:
+        order = random.Random(TOOLKIT_SEED).sample(range(total), total)
+        return _write_filled(in_path, out_path, total, max_samples, order)
     if max_samples < total:
         order = random.Random(TOOLKIT_SEED).sample(range(total), max_samples)
         position = {index: pos for pos, index in enumerate(order)}
@@ -69,6 +82,29 @@ def cap_samples(in_path: str, out_path: str, max_samples: int = CHALLENGE_CAP) -
     return count
 
 
+def _write_filled(
+    in_path: str, out_path: str, total: int, target: int, preference: list[int]
+) -> int:
+    """`target` samples from `total`: whole passes over the input, then the first
+    `target % total` samples of `preference` once more (each pass in input order)."""
+    if total == 0:
+        raise ConversionError(f"{in_path}: no samples to fill the cap with")
+    passes, extra = divmod(target, total)
+    extras = set(preference[:extra])
+    count = 0
+    with AtomicWriter(out_path) as out:
+        for _ in range(passes):
+            for _, sample in _samples(in_path):
+                out.write(_dump(sample))
+                count += 1
+        if extras:
+            for index, (_, sample) in enumerate(_samples(in_path)):
+                if index in extras:
+                    out.write(_dump(sample))
+                    count += 1
+    return count
+
+
 def stat_value(sample: dict[str, Any], key: str, stats: dict[str, Any] | None = None) -> float:
     """A sample's stat (a list, e.g. one score per chunk, is averaged); -inf if absent."""
     source = stats if stats is not None else sample.get("__dj__stats__") or {}
@@ -80,13 +116,15 @@ def stat_value(sample: dict[str, Any], key: str, stats: dict[str, Any] | None = 
 
 def top_samples(
     in_path: str, out_path: str, key: str, max_samples: int = CHALLENGE_CAP,
-    stats_path: str | None = None,
+    stats_path: str | None = None, fill: bool = False,
 ) -> int:  # fmt: skip
     """The `max_samples` samples with the highest `key`, written in input order.
 
     Stats come from each sample's `__dj__stats__` (`keep_stats_in_res_ds: true`) or
     from the export's side file `<export>_stats.jsonl` (line-aligned). Ties keep
-    the earlier sample. Memory holds the N best (value, index) pairs only.
+    the earlier sample; a sample without the key ranks last. Memory holds the N best
+    (value, index) pairs only. With `fill`, fewer samples are repeated up to exactly
+    `max_samples`, the extra copies going to the best first.
     """
     stats_iter = (s for _, s in _samples(stats_path)) if stats_path else None
     best: list[tuple[float, int]] = []  # min-heap of (value, -index)
@@ -119,6 +157,9 @@ def top_samples(
         raise UnknownStatError(
             f"--by {key!r}: no sample has this stats key; the keys in {where}: {keys}"
         )
+    if fill and total < max_samples:
+        ranked = [-neg for _, neg in sorted(best, reverse=True)]  # best first, ties earlier
+        return _write_filled(in_path, out_path, total, max_samples, ranked)
     keep = {-neg for _, neg in best}
     count = 0
     with AtomicWriter(out_path) as out:

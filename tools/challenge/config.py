@@ -55,6 +55,7 @@ class PretrainConfig(StageBatch):
     select: Literal["toolkit", "top"] = "toolkit"  # toolkit-identical sample, or top-N by a stat
     select_by: str | None = None
     stats_file: str | None = None
+    fill: bool = False  # fewer than `cap` samples: repeat them up to exactly `cap`
 
 
 class FinetuneConfig(StageBatch):

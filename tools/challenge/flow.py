@@ -97,6 +97,8 @@ def _cap(rc: ResolvedConfig) -> list[Command]:
         argv += ["--by", p.select_by]
         if p.stats_file:
             argv += ["--stats-file", str(rc.path(p.stats_file))]
+    if p.fill:
+        argv.append("--fill")
     return [Command(argv, log=rc.output_dir / "logs" / "cap.log")]
 
 
