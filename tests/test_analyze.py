@@ -238,6 +238,21 @@ def test_configuration_mistakes_exit_2(tmp_path):
     assert code == 2 and "percentiles" in out
 
 
+def test_cli_is_one_of_the_family(monkeypatch):
+    """-h and --help, --version, plain help within 80 columns on a wide terminal."""
+    from importlib.metadata import version
+
+    monkeypatch.setenv("COLUMNS", "200")
+    runner = CliRunner()
+    short = runner.invoke(app, ["-h"], prog_name="dj-analyze")
+    assert short.exit_code == 0 and short.output.startswith("Usage: dj-analyze ")
+    assert runner.invoke(app, ["--help"], prog_name="dj-analyze").output == short.output
+    assert max(len(line) for line in short.output.splitlines()) <= 80
+    assert "--auto-num" in short.output and "--run" in short.output
+    got = runner.invoke(app, ["--version"])
+    assert got.output == f"dj-synth {version('dj-synth')}\n"
+
+
 def test_model_filter_stats_are_computed_for_every_sample(tiny_models, tmp_path):
     """image_text_similarity_filter (tiny CLIP) with min_score 0.99: a run would drop nearly
     everything; the analysis keeps every sample and scores every image."""

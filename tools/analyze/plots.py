@@ -176,7 +176,7 @@ def distribution(
         dropped |= (centres >= a) & (centres <= b)
 
     fig, ax = plt.subplots(figsize=(7.6, 2.6))
-    fig.subplots_adjust(left=0.09, right=0.96, top=0.9, bottom=0.2)
+    fig.subplots_adjust(left=0.115, right=0.96, top=0.9, bottom=0.2)
     # two filled step outlines (kept, dropped): two artists, not one patch per bin
     ax.stairs(np.where(dropped, 0, counts), edges, fill=True, color=KEPT, linewidth=0)
     ax.stairs(np.where(dropped, counts, 0), edges, fill=True, color=DROPPED, linewidth=0)

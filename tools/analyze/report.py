@@ -60,6 +60,11 @@ def fmt(value: Any) -> str:
     return f"{x:.4g}"
 
 
+def yaml_number(value: float) -> str:
+    """A threshold as a recipe line takes it (no thousands separators)."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 def pct(share: float) -> str:
     if share <= 0:
         return "0%"
@@ -130,7 +135,7 @@ class _Page:
             for rule, v in b.suggested:
                 share = f.share(v)
                 block["suggestions"].append(
-                    {"arg": b.bound.arg, "value": fmt(getattr(v.op, b.bound.arg)), "rule": rule,
+                    {"arg": b.bound.arg, "value": yaml_number(getattr(v.op, b.bound.arg)), "rule": rule,
                      "share": pct(share), "bar": _bar(share)}
                 )  # fmt: skip
         return block
