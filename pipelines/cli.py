@@ -15,7 +15,7 @@ import typer
 
 from dj_synth.operators import OPERATORS
 from dj_synth.operators.base import OperatorError
-from dj_synth.tools.cli_common import VersionOpt, make_app
+from dj_synth.tools.cli_common import VersionOpt, make_app, run_app
 from dj_synth.tools.llava import ConversionError
 
 from .checkpoint import ResumeError
@@ -180,5 +180,10 @@ def _report(summary: dict[str, Any], quiet: bool) -> None:
         )
 
 
+def entry() -> int:
+    """The `dj-run` console script."""
+    return run_app(app, "dj-run")
+
+
 if __name__ == "__main__":
-    app()
+    entry()

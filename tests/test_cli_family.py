@@ -15,7 +15,9 @@ FAMILY = {
     "dj-pack": [],
     "dj-convert": ["dj-to-llava", "llava-to-dj", "cap", "check-batch"],
     "dj-eval": ["textvqa", "mmbench", "scores"],
-    "dj-synth": ["make-tiny-models", "make-tiny-challenge"],
+    "dj-synth": ["make-tiny-models", "make-tiny-challenge", "cache"],
+    "dj-analyze": [],
+    "dj-run": [],
 }
 
 

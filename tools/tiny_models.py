@@ -43,7 +43,7 @@ from typing import Annotated
 import typer
 
 from dj_synth.tools.cache_cli import cache_app
-from dj_synth.tools.cli_common import make_app
+from dj_synth.tools.cli_common import make_app, run_app
 
 HELP = (
     "These models have RANDOM weights: they run the real architectures end to end, "
@@ -518,8 +518,9 @@ def make_tiny_challenge_cmd(
     typer.echo(f"next: dj-train {config} && dj-pack --config {config}", err=True)
 
 
-def main() -> None:
-    app()
+def main() -> int:
+    """The `dj-synth` console script."""
+    return run_app(app, "dj-synth")
 
 
 if __name__ == "__main__":

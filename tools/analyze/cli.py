@@ -15,7 +15,7 @@ import typer
 
 from dj_synth.pipelines.cli import CONFIG_ERRORS, _run_error
 from dj_synth.pipelines.recipe import load_recipe
-from dj_synth.tools.cli_common import VersionOpt, make_app
+from dj_synth.tools.cli_common import VersionOpt, make_app, run_app
 
 from .analyzer import ANALYZER_KEYS, analyze_recipe, analyzer_options, run_report
 from .run_view import RunViewError
@@ -124,5 +124,10 @@ def _fail(code: int, message: str) -> None:
     raise typer.Exit(code)
 
 
+def entry() -> int:
+    """The `dj-analyze` console script."""
+    return run_app(app, "dj-analyze")
+
+
 if __name__ == "__main__":
-    app()
+    entry()
