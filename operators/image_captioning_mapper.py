@@ -7,7 +7,7 @@ import random
 from typing import Any, Literal
 
 from .base import Mapper
-from .batch import STATS, Batch, image_chunks
+from .batch import Batch, image_chunks
 from .models import (
     IMG2SEQ,
     ModelOp,
@@ -19,8 +19,7 @@ from .models import (
     stable_seed,
 )
 from .registry import register
-
-META = "__dj__meta__"
+from .synthesis import captions_text, generated_row
 
 
 @register("image_captioning_mapper")
@@ -203,24 +202,15 @@ class ImageCaptioningMapper(ModelOp, Mapper):
             picks_per_sample = [picks]
         samples = []
         for picks in picks_per_sample:
-            parts = []
-            for (_, paths), chunk_picks in zip(chunks, picks):
-                if paths:
-                    body = " ".join(
-                        f"{ctx.image_token} {captions[(p, prompt)][k]}"
-                        for p, k in zip(paths, chunk_picks)
-                    )
-                    parts.append(f"{body} {ctx.eoc_token}")
-            new = dict(row)
-            new[ctx.text_key] = " ".join(parts)
-            new.pop(STATS, None)
-            new[META] = {
-                **(row.get(META) or {}),
-                "generated_by": self.name,
-                "model": self.hf_img2seq,
-                "candidates": [k for ks in picks for k in ks],
-            }
-            samples.append(new)
+            chosen = [
+                [captions[(p, prompt)][k] for p, k in zip(paths, chunk_picks)]
+                for (_, paths), chunk_picks in zip(chunks, picks)
+                if paths
+            ]
+            origin = {"generated_by": self.name, "model": self.hf_img2seq,
+                      "candidates": [k for ks in picks for k in ks]}  # fmt: skip
+            text = captions_text(chosen, ctx.image_token, ctx.eoc_token)
+            samples.append(generated_row(row, ctx.text_key, text, origin))
         return samples
 
 

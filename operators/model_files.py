@@ -19,6 +19,7 @@ WEIGHT_PATTERNS = ("*.safetensors", "*.bin", "*.pt", "*.pth")
 # Hub snapshots (transformers 4) carry preprocessor_config.json; transformers >= 5.24's
 # save_pretrained nests the image processor in processor_config.json instead. Either will do.
 PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
+DIFFUSERS_INDEX = "model_index.json"  # a diffusers pipeline's top-level file
 
 
 class ModelNotFoundError(FileNotFoundError):
@@ -84,7 +85,7 @@ def resolve_model_path(
                 and not any(os.path.exists(os.path.join(path, f)) for f in PROCESSOR_FILES)
             ):
                 missing.append(" or ".join(PROCESSOR_FILES))
-            has_weights = any(glob.glob(os.path.join(path, p)) for p in WEIGHT_PATTERNS)
+            has_weights = _has_weights(path)
             if missing or not has_weights:
                 detail = ", ".join(
                     missing + ([] if has_weights else ["model weights (*.safetensors / *.bin)"])
@@ -106,13 +107,32 @@ def resolve_model_path(
 
 
 def read_config(path: str) -> dict:
-    """The folder's config.json as a dict ({} when absent or unreadable)."""
+    """The folder's config.json as a dict ({} when absent or unreadable); for a diffusers
+    pipeline (model_index.json, no config.json), its class as `architectures`."""
+    config = _read_json(os.path.join(path, "config.json"))
+    if config is None and os.path.exists(os.path.join(path, DIFFUSERS_INDEX)):
+        index = _read_json(os.path.join(path, DIFFUSERS_INDEX)) or {}
+        name = index.get("_class_name")
+        return {"architectures": [name]} if isinstance(name, str) else {}
+    return config or {}
+
+
+def _read_json(path: str) -> dict | None:
     try:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as fh:
-            config = json.load(fh)
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
     except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _has_weights(path: str) -> bool:
+    """Weight files in the folder, or in its components' folders for a diffusers pipeline."""
+    if any(glob.glob(os.path.join(path, p)) for p in WEIGHT_PATTERNS):
+        return True
+    if os.path.exists(os.path.join(path, DIFFUSERS_INDEX)):
+        return any(glob.glob(os.path.join(path, "*", p)) for p in WEIGHT_PATTERNS)
+    return False
 
 
 def _hf_cache_dir(repo_id: str) -> str | None:
@@ -146,4 +166,10 @@ AESTHETICS = ModelKind(
     "a LAION aesthetics predictor (AestheticsPredictorV1, AestheticsPredictorV2Linear or "
     "AestheticsPredictorV2ReLU: a CLIP vision tower plus a score head)",
     (r"AestheticsPredictor(V1|V2Linear|V2ReLU)",),
+)
+DIFFUSION = ModelKind(
+    "a diffusers pipeline (model_index.json with a *Pipeline class, e.g. "
+    "StableDiffusionPipeline, StableDiffusionXLPipeline, StableDiffusion3Pipeline)",
+    (r".*Pipeline",),
+    needs_processor=False,
 )

@@ -25,7 +25,8 @@ def images() -> list[Image.Image]:
 
 def test_layout_and_size(tiny_models: dict[str, str]) -> None:
     assert set(tiny_models) == {
-        "blip2", "clip", "blip_itm", "open_clip", "aesthetics", "nsfw", "watermark"
+        "blip2", "clip", "blip_itm", "open_clip", "aesthetics", "nsfw", "watermark", "llava",
+        "qwen2_vl", "stable_diffusion", "causal_lm",
     }  # fmt: skip
     for name in ("blip2", "clip", "blip_itm", "aesthetics"):
         files = {p.name for p in Path(tiny_models[name]).iterdir()}
@@ -38,8 +39,15 @@ def test_layout_and_size(tiny_models: dict[str, str]) -> None:
     for name in ("nsfw", "watermark"):
         files = {p.name for p in Path(tiny_models[name]).iterdir()}
         assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= files, name
+    for name in ("llava", "qwen2_vl", "causal_lm"):  # instruction models: a chat template
+        files = {p.name for p in Path(tiny_models[name]).iterdir()}
+        assert {"config.json", "model.safetensors", "chat_template.jinja"} <= files, name
+    sd = Path(tiny_models["stable_diffusion"])
+    assert {p.name for p in sd.iterdir()} == {
+        "model_index.json", "unet", "vae", "text_encoder", "tokenizer", "scheduler"
+    }  # fmt: skip
     total = sum(p.stat().st_size for d in tiny_models.values() for p in Path(d).rglob("*"))
-    assert total < 6 * 2**20
+    assert total < 8 * 2**20
 
 
 def test_reproducible(tiny_models: dict[str, str], tmp_path: Path) -> None:
@@ -48,7 +56,8 @@ def test_reproducible(tiny_models: dict[str, str], tmp_path: Path) -> None:
     again = make_tiny_models(tmp_path, seed=0)
 
     def digest(folder: str) -> dict[str, str]:
-        return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in Path(folder).iterdir()}
+        files = (p for p in Path(folder).rglob("*") if p.is_file())
+        return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
 
     for name in tiny_models:
         assert digest(again[name]) == digest(tiny_models[name]), name

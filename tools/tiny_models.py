@@ -1,6 +1,6 @@
 """Tiny random models of the real architectures, built offline, for tests and demos.
 
-`make_tiny_models(out_dir)` writes seven model folders, each loadable by the same code
+`make_tiny_models(out_dir)` writes eleven model folders, each loadable by the same code
 that loads the real checkpoints (no network, nothing from the Hugging Face hub):
 
 * ``blip2/``    -- ``Blip2ForConditionalGeneration`` (ViT + Q-Former + OPT) and a
@@ -26,6 +26,13 @@ that loads the real checkpoints (no network, nothing from the Hugging Face hub):
   ``operators/aesthetics_predictor.py`` (no remote code, no extra package).
 * ``nsfw/``, ``watermark/`` -- ``ViTForImageClassification`` with labels ``normal``/``nsfw``
   and ``no_watermark``/``watermark``, and a ``ViTImageProcessor``.
+* ``llava/``, ``qwen2_vl/`` -- ``LlavaForConditionalGeneration`` (CLIP tower + Llama) and
+  ``Qwen2VLForConditionalGeneration`` (dynamic-resolution tower + Qwen2, M-RoPE) with their
+  processors and chat templates; ``AutoModelForImageTextToText`` / ``AutoProcessor``.
+* ``stable_diffusion/`` -- a diffusers ``StableDiffusionPipeline`` (UNet, VAE, CLIP text encoder,
+  DDIM scheduler, no safety checker) making 32 px images; ``AutoPipelineForText2Image`` /
+  ``AutoPipelineForImage2Image.from_pretrained(folder)``.
+* ``causal_lm/`` -- ``make_tiny_causal_lm``'s OPT causal LM (with a chat template).
 
 The tokenizers are trained here, in a fraction of a second, on a small built-in English
 corpus (byte-level BPE for CLIP and OPT, WordPiece for BLIP's BERT), so any text encodes.
@@ -400,6 +407,168 @@ def _build_watermark(path: Path) -> None:
     _image_classifier(path, ["no_watermark", "watermark"])
 
 
+# A Vicuna-style template ("USER: ... ASSISTANT:"): image parts become the processor's
+# "<image>" token; no special tokens needed, so any tokenizer here can carry it.
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}{% if m['role'] == 'system' %}{{ m['content'] }} "
+    "{% else %}{{ m['role'].upper() }}: {% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}<image>\n"
+    "{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}{% endfor %}{% endif %} "
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+# Qwen2-VL's ChatML layout, an image part as <|vision_start|><|image_pad|><|vision_end|>.
+_QWEN_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}"
+    "{{ m['content'] }}{% else %}{% for c in m['content'] %}{% if c['type'] == 'image' %}"
+    "<|vision_start|><|image_pad|><|vision_end|>{% elif c['type'] == 'text' %}{{ c['text'] }}"
+    "{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# Random weights this large make tiny language models emit varied tokens (at the default
+# 0.02 they repeat one token), so tests comparing outputs compare something.
+_LM_INIT = 0.3
+
+
+def _llama_text(vocab_size: int, pad: int, bos: int, eos: int) -> dict:
+    return {
+        "vocab_size": vocab_size, "hidden_size": 32, "intermediate_size": 64,
+        "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2,
+        "max_position_embeddings": 512, "pad_token_id": pad, "bos_token_id": bos,
+        "eos_token_id": eos, "initializer_range": _LM_INIT,
+    }  # fmt: skip
+
+
+def _build_llava(path: Path) -> None:
+    """LLaVA-1.5's architecture: CLIP vision tower (penultimate layer, CLS dropped), MLP
+    projector, Llama; "<image>" expands to 16 patch tokens (32 px, patch 8)."""
+    from transformers import (
+        CLIPImageProcessor,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+        LlavaProcessor,
+    )
+
+    tok = _opt_tokenizer()
+    config = LlavaConfig(
+        vision_config={"model_type": "clip_vision_model", **_vision(), "projection_dim": 16},
+        text_config={"model_type": "llama", **_llama_text(len(tok), 1, 2, 2)},
+        image_token_index=tok.convert_tokens_to_ids("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-2,
+    )  # fmt: skip
+    model = LlavaForConditionalGeneration(config).eval()
+    model.config.architectures = ["LlavaForConditionalGeneration"]
+    for key, value in (("pad_token_id", 1), ("bos_token_id", 2), ("eos_token_id", 2)):
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(path)
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": _TINY_IMAGE},
+        crop_size={"height": _TINY_IMAGE, "width": _TINY_IMAGE},
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tok, patch_size=8,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+        chat_template=_CHAT_TEMPLATE,
+    )  # fmt: skip
+    _save_processor(processor, path)
+
+
+_QWEN_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>",
+                  "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")  # fmt: skip
+
+
+def _qwen_tokenizer():
+    """Byte-level BPE with Qwen2's special tokens (ChatML and the vision markers)."""
+    from tokenizers import AddedToken
+    from transformers import GPT2Tokenizer
+
+    tokens, merges = _train_bpe(GPT2Tokenizer().backend_tokenizer, 300)
+    tok = GPT2Tokenizer(
+        vocab={t: i for i, t in enumerate(tokens)}, merges=merges, unk_token=None,
+        bos_token=None, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+        padding_side="left", model_max_length=512,
+    )  # fmt: skip
+    tok.add_tokens([AddedToken(t, normalized=False, special=True) for t in _QWEN_SPECIALS],
+                   special_tokens=True)  # fmt: skip
+    return tok
+
+
+def _build_qwen2_vl(path: Path) -> None:
+    """Qwen2-VL's architecture: native-resolution vision tower (patch 4 here, 2x2 merge),
+    Qwen2 decoder with M-RoPE; images of 8-32 px sides (a few vision tokens each)."""
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    tok = _qwen_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in _QWEN_SPECIALS}
+    pad, eos = ids["<|endoftext|>"], ids["<|im_end|>"]
+    text = _llama_text(len(tok), pad, pad, eos)
+    text["rope_parameters"] = {"rope_type": "default", "rope_theta": 10000.0,
+                               "mrope_section": [1, 1, 2]}  # fmt: skip
+    config = Qwen2VLConfig(
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 32, "num_heads": 4,
+                       "mlp_ratio": 2, "patch_size": 4, "spatial_merge_size": 2,
+                       "temporal_patch_size": 2},
+        text_config=text, image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )  # fmt: skip
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.config.architectures = ["Qwen2VLForConditionalGeneration"]
+    for key, value in (("pad_token_id", pad), ("bos_token_id", pad), ("eos_token_id", eos)):
+        setattr(model.generation_config, key, value)
+    model.save_pretrained(path)
+    vision = dict(patch_size=4, merge_size=2, temporal_patch_size=2,
+                  size={"shortest_edge": 8 * 8 * 4, "longest_edge": _TINY_IMAGE**2})  # fmt: skip
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(**vision), tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(**vision), chat_template=_QWEN_CHAT_TEMPLATE,
+    )  # fmt: skip
+    _save_processor(processor, path)
+
+
+def _build_stable_diffusion(path: Path) -> None:
+    """Stable Diffusion 1.x's pipeline layout (model_index.json + component folders): UNet
+    with cross-attention, KL VAE (2x down here: 32 px images from 16 px latents), CLIP text
+    encoder and tokenizer, DDIM scheduler with SD's beta schedule."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from diffusers import UNet2DConditionModel as UNet
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    tok = _clip_tokenizer()
+    half = _TINY_IMAGE // 2
+    unet = UNet(
+        sample_size=half, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(8, 16), down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"), cross_attention_dim=32,
+        attention_head_dim=2, norm_num_groups=4,
+    )  # fmt: skip
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 16),
+        layers_per_block=1, latent_channels=4, norm_num_groups=4, sample_size=_TINY_IMAGE,
+    )  # fmt: skip
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+    )).eval()  # fmt: skip
+    scheduler = DDIMScheduler(
+        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,
+        set_alpha_to_one=False, steps_offset=1,
+    )  # fmt: skip
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tok, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    pipe.save_pretrained(path)
+
+
 def _save_processor(processor, path: Path) -> None:
     """processor.save_pretrained, plus the files a hub snapshot made by transformers 4 has.
 
@@ -421,7 +590,12 @@ _BUILDERS = {
     "aesthetics": _build_aesthetics,
     "nsfw": _build_nsfw,
     "watermark": _build_watermark,
+    "llava": _build_llava,
+    "qwen2_vl": _build_qwen2_vl,
+    "stable_diffusion": _build_stable_diffusion,
+    "causal_lm": lambda path: make_tiny_causal_lm(path),
 }
+TINY_MODEL_NAMES = tuple(_BUILDERS)
 
 
 def make_tiny_models(
@@ -430,7 +604,8 @@ def make_tiny_models(
     """Build the tiny random models under `out_dir` (all, or only `names`); returns
     {name: folder}.
 
-    Names: "blip2", "clip", "blip_itm", "open_clip", "aesthetics", "nsfw", "watermark".
+    Names: "blip2", "clip", "blip_itm", "open_clip", "aesthetics", "nsfw", "watermark",
+    "llava", "qwen2_vl", "stable_diffusion" (needs diffusers), "causal_lm".
     The open_clip folder loads with ``open_clip.create_model_and_transforms("local-dir:" +
     folder)``; "aesthetics" with the image_aesthetics_filter (the published
     aesthetics-predictor layout); the others with ``from_pretrained(folder,
@@ -479,6 +654,7 @@ def make_tiny_causal_lm(out_dir: str | Path, seed: int = 0) -> str:
     model = OPTForCausalLM(config).eval()
     model.config.architectures = ["OPTForCausalLM"]
     model.save_pretrained(folder)
+    tok.chat_template = _CHAT_TEMPLATE  # for the LLM rewriting mappers; no effect on scores
     tok.save_pretrained(folder)
     return str(folder)
 
@@ -490,7 +666,7 @@ app.add_typer(cache_app, name="cache")
 @app.command(
     "make-tiny-models",
     help=f"Build tiny models into DIR (blip2, clip, blip_itm, open_clip, aesthetics, nsfw, "
-    f"watermark). {HELP}",
+    f"watermark, llava, qwen2_vl, stable_diffusion, causal_lm). {HELP}",
 )
 def make_tiny_models_cmd(
     out_dir: Annotated[Path, typer.Argument(metavar="DIR", help="Folder to write the models in")],
