@@ -109,9 +109,8 @@ class ImageCaptioningMapper(ModelOp, Mapper):
     # -- captioning -------------------------------------------------------
     def caption(self, jobs: list[tuple[str, str | None]], media: Any) -> dict[tuple, list[str]]:
         """`caption_num` captions per distinct (image path, prompt), batched on the accelerator."""
-        processor = self._model[1]
-
-        def prepare(chunk: list[tuple[str, str | None]]):
+        def prepare(chunk: list[tuple[str, str | None]]):  # the model is touched only for misses
+            processor = self._model[1]
             images = [self.pixels(media, p) for p, _ in chunk]
             prompts = [q for _, q in chunk]
             text = [q or "" for q in prompts] if any(q is not None for q in prompts) else None

@@ -64,11 +64,11 @@ class ImageTextMatchingFilter(ImageTextScoreFilter):
     def score_pairs(
         self, pairs: list[tuple[str, str]], batch: Batch
     ) -> dict[tuple[str, str], float]:
-        model, processor = self._model
         media = batch.ctx.media
         flips = self.horizontal_flip, self.vertical_flip
 
-        def prepare(chunk: list[tuple[str, str]]):
+        def prepare(chunk: list[tuple[str, str]]):  # the model is touched only for misses
+            processor = self._model[1]
             images = [flip_image(self.pixels(media, p), *flips) for p, _ in chunk]
             return processor(images=images, text=[t for _, t in chunk], padding=True,
                              truncation=True, return_tensors="pt")  # fmt: skip
@@ -76,6 +76,7 @@ class ImageTextMatchingFilter(ImageTextScoreFilter):
         def forward(inputs: Any, chunk: list[tuple[str, str]]) -> list[float]:
             import torch
 
+            model = self._model[0]
             inputs = inputs.to(self.device)
             inputs["pixel_values"] = inputs["pixel_values"].to(self.model_dtype())
             with torch.inference_mode():

@@ -80,19 +80,20 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
         self, pairs: list[tuple[str, str]], batch: Batch
     ) -> dict[tuple[str, str], float]:
         """Cosine similarity per (image path, text), embedding each distinct image/text once."""
-        clip = self._model
         media = batch.ctx.media
         paths = sorted({p for p, _ in pairs})
         texts = sorted({t for _, t in pairs})
         flips = self.horizontal_flip, self.vertical_flip
 
-        def prepare(chunk: list[str]):
-            return clip.preprocess_images(
+        def prepare(chunk: list[str]):  # the model is touched only for misses
+            return self._model.preprocess_images(
                 [flip_image(self.pixels(media, p), *flips) for p in chunk]
             )
 
-        image_emb = self.map_batched(paths, lambda pixels, _: clip.embed_images(pixels), prepare)
-        text_emb = self.map_batched(texts, lambda chunk, _: clip.embed_texts(chunk))
+        image_emb = self.map_batched(
+            paths, lambda pixels, _: self._model.embed_images(pixels), prepare
+        )
+        text_emb = self.map_batched(texts, lambda chunk, _: self._model.embed_texts(chunk))
         img_index = {p: i for i, p in enumerate(paths)}
         txt_index = {t: i for i, t in enumerate(texts)}
         return {

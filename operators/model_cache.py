@@ -61,7 +61,7 @@ class ModelCache:
     # -- keys --------------------------------------------------------------------------
     def fingerprint(self, op: Any, call: str, device: str, dtype: Any) -> str:
         """The operator's part of every key: name, code, output-shaping arguments, model
-        files, device kind and dtype."""
+        files, device kind and dtype (the recipe's: with the device kind it fixes the policy)."""
         from .base import Filter
 
         names = init_arguments(type(op)) | {"model_path"}

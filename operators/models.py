@@ -45,10 +45,12 @@ R = TypeVar("R")
 
 
 def quiet_transformers() -> None:
-    """No per-load progress bars in worker logs."""
+    """No per-load progress bars or load reports in worker logs (a weight the model needs
+    and the checkpoint lacks is an error of `load_hf_model`, not a log line)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
 
 
 def pick_device(accelerator: str, rank: int = 0) -> str:
@@ -300,7 +302,7 @@ class ModelOp:
             return self._compute(items, forward, prepare)
         code = getattr(forward, "__func__", forward).__code__
         call = f"{code.co_name}:{code.co_firstlineno}"  # two calls of one op never mix
-        fingerprint = cache.fingerprint(self, call, self.device, self.model_dtype())
+        fingerprint = cache.fingerprint(self, call, self.device, self.dtype)  # no torch import
         keys = [cache.key(fingerprint, item) for item in items]
         found = cache.get_many(keys)
         todo = [i for i, k in enumerate(keys) if k not in found]
