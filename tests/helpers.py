@@ -22,6 +22,30 @@ def run_op(name: str, rows: list[dict[str, Any]], **args: Any) -> tuple[Batch, L
     return op.run(batch, ledger), ledger
 
 
+def dedup_drops(name: str, rows: list[dict[str, Any]], **args: Any) -> dict[Any, str]:
+    """{id: reason} of the samples a deduplicator drops: keys from `run`, decision by the
+    operator's own `decide` (what every engine calls), never a copy of its loop."""
+    out, _ = run_op(name, rows, **args)
+    return decide_drops(get_operator(name)(**args), out)
+
+
+def decide_drops(op: Any, out: Batch) -> dict[Any, str]:
+    """{id: reason} that `op.decide` gives for a batch the operator keyed (`op.run`)."""
+    from dj_synth.operators.base import DEDUP_KEY
+    from dj_synth.operators.batch import STATS
+
+    ids = [row.get("id") for row in out.rows()]
+    stats = out.columns.get(STATS) or [None] * len(out)
+    entries = [
+        (op.rank_value(st), (ref.ordinal, 0), ref, sid, key)
+        for ref, sid, key, st in zip(out.refs, ids, out.columns[DEDUP_KEY], stats)
+    ]
+    drops = op.decide(entries)
+    return {
+        sid: drops[(ref.ordinal, 0)] for ref, sid in zip(out.refs, ids) if (ref.ordinal, 0) in drops
+    }
+
+
 def write_recipe(path: Path, **settings: Any) -> Path:
     path.write_text(yaml.safe_dump(settings, sort_keys=False))
     return path

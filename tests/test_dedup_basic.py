@@ -8,7 +8,7 @@ import json
 import imagehash
 import numpy as np
 import pytest
-from helpers import read_jsonl, run_recipe, write_recipe
+from helpers import decide_drops, read_jsonl, run_recipe, write_recipe
 from PIL import Image
 
 from dj_synth.operators import Batch, SampleRef, get_operator
@@ -29,12 +29,8 @@ def dedup(name, rows, **args):
     ledger = Ledger()
     out = op.run(batch, ledger)
     keys = out.columns[DEDUP_KEY]
-    index = op.new_index()
-    kept = [
-        row.get("id")
-        for row, key, ref in zip(out.rows(), keys, out.refs)
-        if index.admit(key, ref, row.get("id")) is None
-    ]
+    drops = decide_drops(op, out)
+    kept = [row.get("id") for row in out.rows() if row.get("id") not in drops]
     return keys, kept, ledger
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from helpers import run_op
+from helpers import dedup_drops
 
 from dj_synth.operators import get_operator
 from dj_synth.operators.document_minhash_deduplicator import optimal_param
@@ -38,17 +38,7 @@ def _corpus(seed: int = 0):
 
 
 def _dedup(rows, **args):
-    out, _ = run_op("document_minhash_deduplicator", rows, **args)
-    from dj_synth.operators.base import DEDUP_KEY
-
-    op = get_operator("document_minhash_deduplicator")(**args)
-    index = op.new_index()
-    dropped = {}
-    for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs):
-        reason = index.admit(key, ref, row["id"])
-        if reason:
-            dropped[row["id"]] = reason
-    return dropped
+    return dedup_drops("document_minhash_deduplicator", rows, **args)
 
 
 def test_recall_precision_and_short_texts():

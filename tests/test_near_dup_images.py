@@ -12,11 +12,9 @@ import re
 import imagehash
 import numpy as np
 import pytest
-from helpers import read_jsonl, run_op, run_recipe, write_recipe
+from helpers import dedup_drops, read_jsonl, run_recipe, write_recipe
 from PIL import Image, ImageDraw, ImageEnhance
 
-from dj_synth.operators import get_operator
-from dj_synth.operators.base import DEDUP_KEY
 from dj_synth.operators.batch import SampleRef
 from dj_synth.operators.hamming_index import HammingIndex
 from dj_synth.operators.image_deduplicator import phash_batch, thumbnail_distance
@@ -213,14 +211,7 @@ def test_verified_near_duplicates_keep_distinct_flat_images(flat_corpus):
     assert len(findable) >= 180  # of 200: most crops stay within 8 bits too
 
     def dropped(**args):
-        index = get_operator("image_deduplicator")(hamming_threshold=t, **args).new_index()
-        out, _ = run_op("image_deduplicator", rows, hamming_threshold=t, **args)
-        reasons = {}
-        for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs):
-            reason = index.admit(key, ref, row["id"])
-            if reason:
-                reasons[row["id"]] = reason
-        return reasons
+        return dedup_drops("image_deduplicator", rows, hamming_threshold=t, **args)
 
     hash_only = dropped(max_thumbnail_distance=None)
     assert {f"o{j}" for _, j in close} <= set(hash_only)  # the hash alone drops them

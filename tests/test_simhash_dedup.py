@@ -8,7 +8,7 @@ import random
 import re
 
 import pytest
-from helpers import run_op, run_recipe, write_recipe
+from helpers import dedup_drops, run_op, run_recipe, write_recipe
 
 from dj_synth.operators import get_operator
 from dj_synth.operators.base import DEDUP_KEY
@@ -48,15 +48,8 @@ def _keys(rows, **args) -> dict:
 
 
 def _dedup(rows, **args) -> dict[str, str]:
-    """{id: reason} of the samples dropped, keys admitted in input order as executors do."""
-    out, _ = run_op(NAME, rows, **args)
-    index = get_operator(NAME)(**args).new_index()
-    dropped = {}
-    for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs):
-        reason = index.admit(key, ref, row["id"])
-        if reason:
-            dropped[row["id"]] = reason
-    return dropped
+    """{id: reason} of the samples dropped, decided as every engine decides."""
+    return dedup_drops(NAME, rows, **args)
 
 
 def _distance(a: tuple[str], b: tuple[str]) -> int:

@@ -10,10 +10,7 @@ import random
 from collections import Counter
 
 import pytest
-from helpers import run_op
-
-from dj_synth.operators import get_operator
-from dj_synth.operators.base import DEDUP_KEY
+from helpers import dedup_drops
 
 WORDS = ("red blue green small large old new happy quiet bright dark cat dog bird horse tree river "
          "mountain house street car boat sits runs walks stands near under over beside the a on in "
@@ -86,15 +83,8 @@ PLANTED = Counter(kind for kind in KIND.values() if kind != "original")
 
 
 def _dropped(name: str, **args) -> dict[str, str]:
-    """{id: reason} of the samples dropped, keys admitted in input order as executors do."""
-    out, _ = run_op(name, [{"id": rid, "text": text} for rid, _, _, text in ROWS], **args)
-    index = get_operator(name)(**args).new_index()
-    dropped = {}
-    for row, key, ref in zip(out.rows(), out.columns[DEDUP_KEY], out.refs):
-        reason = index.admit(key, ref, row["id"])
-        if reason:
-            dropped[row["id"]] = reason
-    return dropped
+    """{id: reason} of the samples dropped, decided as every engine decides."""
+    return dedup_drops(name, [{"id": rid, "text": text} for rid, _, _, text in ROWS], **args)
 
 
 def _check_precision(dropped: dict[str, str]) -> None:
