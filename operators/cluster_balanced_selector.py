@@ -96,10 +96,10 @@ class ClusterBalancedSelector(ModelOp, Selector):
         )  # fmt: skip
 
     def compute_key(self, batch: Batch) -> list[bytes | None]:
-        """The embedding as float16 bytes (None: nothing to embed)."""
+        """The embedding as float16 bytes (None: nothing to embed). The model is touched only
+        inside `map_batched`'s steps, so a fully cached rerun never loads it."""
         import numpy as np
 
-        clip = self._model
         if self.embed == "text":
             image_token, eoc_token = special_tokens(self, batch)
             texts = [
@@ -107,17 +107,18 @@ class ClusterBalancedSelector(ModelOp, Selector):
                 for text in batch.texts
             ]
             distinct = sorted(set(texts))
-            emb = dict(zip(distinct, self.map_batched(distinct, lambda c, _: clip.embed_texts(c))))
-            rows = [emb[t].numpy() for t in texts]
+            found = self.map_batched(distinct, lambda c, _: self._model.embed_texts(c))
+            emb = {t: np.asarray(e, dtype=np.float32) for t, e in zip(distinct, found)}
+            rows = [emb[t] for t in texts]
         else:
             media = batch.ctx.media
             paths = sorted({p for row in batch.images for p in row})
 
             def prepare(chunk: list[str]) -> Any:
-                return clip.preprocess_images([self.pixels(media, p) for p in chunk])
+                return self._model.preprocess_images([self.pixels(media, p) for p in chunk])
 
-            found = self.map_batched(paths, lambda px, _: clip.embed_images(px), prepare)
-            emb = {p: e.numpy() for p, e in zip(paths, found)}
+            found = self.map_batched(paths, lambda px, _: self._model.embed_images(px), prepare)
+            emb = {p: np.asarray(e, dtype=np.float32) for p, e in zip(paths, found)}
             rows = [_unit(np.mean([emb[p] for p in row], axis=0)) if row else None
                     for row in batch.images]  # fmt: skip
         return [None if r is None else r.astype(np.float16).tobytes() for r in rows]

@@ -241,3 +241,34 @@ def test_selector_recipe_same_in_streaming_sharded_and_ray(tiny_models, captione
         "01_topk_specified_field_selector.jsonl"].splitlines()]  # fmt: skip
     assert len(dropped) == 3
     assert max(r["meta"]["score"] for r in dropped) <= min(r["meta"]["score"] for r in kept)
+
+
+def test_cluster_keys_embed_captions_or_mean_images(tiny_models, tmp_path):
+    """Text keys: the caption without special tokens; image keys: the unit mean of the
+    sample's image embeddings; no image, no key."""
+    from PIL import Image
+
+    paths = []
+    for i, colour in enumerate([(250, 10, 10), (10, 10, 250)]):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.new("RGB", (32, 32), colour).save(paths[-1])
+    rows = [
+        {"text": "<__dj__image>\na red square <|__dj__eoc|>", "images": [paths[0]]},
+        {"text": "a red square", "images": []},
+        {"text": "<__dj__image> <__dj__image> two <|__dj__eoc|>", "images": paths},
+    ]
+    batch = Batch.from_rows(rows, [SampleRef(i, "d", i) for i in range(3)])
+    make = get_operator("cluster_balanced_selector")
+    text = make(select_num=1, hf_clip=tiny_models["clip"], accelerator="cpu")
+    keys = text.compute_key(batch)
+    assert keys[0] == keys[1] and keys[0] != keys[2]  # same caption, same key
+    image = make(select_num=1, hf_clip=tiny_models["clip"], embed="image", accelerator="cpu")
+    keys = image.compute_key(batch)
+    assert keys[1] is None
+    one, both = (np.frombuffer(k, dtype=np.float16).astype(np.float32) for k in (keys[0], keys[2]))
+    assert abs(np.linalg.norm(both) - 1) < 1e-2  # a unit vector
+    clip = image._model
+    e = [np.asarray(x) for x in clip.embed_images(clip.preprocess_images(
+        [Image.open(p).convert("RGB") for p in paths]))]  # fmt: skip
+    mean = (e[0] + e[1]) / np.linalg.norm(e[0] + e[1])
+    assert np.allclose(both, mean, atol=2e-3) and np.allclose(one, e[0], atol=2e-3)
