@@ -411,3 +411,41 @@ def test_module_entry_point_subprocess(tmp_path: Path) -> None:
     )
     assert missing.returncode == 2
     assert "Traceback" not in missing.stderr and "result file not found" in missing.stderr
+
+
+def test_cli_scores_keeps_each_question(tmp_path: Path) -> None:
+    """scores.json names per_question.jsonl beside it: TextVQA's lookup key and soft score per
+    question (img1: "Nike" matches 3 of 10 -> 0.9; img2: "2" matches "two" x4 -> 1.0), MMBench's
+    index, circular group, answered and correct per row (row 2 left unanswered)."""
+    from dj_synth.tools.eval.compare import load_run
+
+    ann_path, res_path = _textvqa_fixture(tmp_path)
+    tsv = _mmbench_tsv(tmp_path)
+    answers = _write_jsonl(
+        tmp_path / "ckpt.jsonl",
+        [{"question_id": k, "text": v} for k, v in PREDS.items() if k != 2],
+    )
+    out = tmp_path / "ev" / "scores.json"
+    result = runner.invoke(
+        app,
+        ["scores", "--out", str(out), "--seed", "7",
+         "--textvqa-annotation", str(ann_path), "--textvqa-result", str(res_path),
+         "--mmbench-annotation", str(tsv), "--mmbench-result", str(answers)],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    scores = json.loads(out.read_text())
+    assert scores["seed"] == 7 and scores["per_question"] == "per_question.jsonl"
+    assert scores["mmbench"]["accuracy"] == pytest.approx(75.0)  # 3 of 4 answered
+    assert scores["mmbench"]["circular_accuracy"] == pytest.approx(100 / 3)  # only q1's group
+    rows = [json.loads(x) for x in (out.parent / "per_question.jsonl").read_text().splitlines()]
+    assert [r for r in rows if r["benchmark"] == "textvqa"] == [
+        {"benchmark": "textvqa", "question_id": "img1", "question": "what brand is this?",
+         "score": pytest.approx(0.9)},
+        {"benchmark": "textvqa", "question_id": "img2", "question": "how many?", "score": 1.0},
+    ]  # fmt: skip
+    mm = {r["index"]: (r["group"], r["answered"], r["correct"]) for r in rows[2:]}
+    assert mm == {
+        0: (0, True, True), 1: (1, True, True), 2: (2, False, False),
+        1_000_000: (0, True, False), 1_000_001: (1, True, True),
+    }  # fmt: skip
+    assert [s.seed for s in load_run(out.parent).seeds] == [7]  # compare reads it back

@@ -198,6 +198,39 @@ def _pct(num: int, den: int) -> float:
     return 100.0 * num / den if den else 0.0
 
 
+def mmbench_outcomes(
+    annotation: PathT | pd.DataFrame, predictions: Mapping[int, str], match: str = "exact"
+) -> list[dict[str, Any]]:
+    """One row per TSV row: ``index``, its circular ``group`` (``index % 1e6``: a main question
+    and its shifted copies), ``answered``, ``correct`` (False when unanswered) and
+    ``category``. ``score_mmbench`` aggregates these; ``dj-eval compare`` resamples by group."""
+    if match not in {"exact", "letter"}:
+        raise ValueError(f"match must be 'exact' or 'letter', not {match!r}")
+    df = _as_frame(annotation)
+    has_cat = "category" in df.columns
+    rows: list[dict[str, Any]] = []
+    for _, row in df.iterrows():
+        idx = int(row["index"])
+        answer = str(row["answer"]).strip()
+        pred = predictions.get(idx)
+        if pred is None:
+            correct = False
+        elif match == "letter":
+            options = options_of(row)
+            got = extract_letter(str(pred), options, OPTION_CHARS[: max(len(options), 1)])
+            correct = got is not None and got == answer
+        else:
+            correct = str(pred).strip() == answer
+        category = None
+        if has_cat:
+            category = "" if is_none(row["category"]) else str(row["category"])
+        rows.append(
+            {"index": idx, "group": idx % CIRCULAR_BASE, "answered": pred is not None,
+             "correct": correct, "category": category}
+        )  # fmt: skip
+    return rows
+
+
 def score_mmbench(
     annotation: PathT | pd.DataFrame, predictions: Mapping[int, str], match: str = "exact"
 ) -> dict[str, Any]:
@@ -208,30 +241,16 @@ def score_mmbench(
     and all its shifted copies (index % 1e6 == main index) are right; a missing
     prediction counts as wrong there.
     """
-    if match not in {"exact", "letter"}:
-        raise ValueError(f"match must be 'exact' or 'letter', not {match!r}")
-    df = _as_frame(annotation)
-    correct: dict[int, bool] = {}
-    base_of: dict[int, int] = {}
-    category: dict[int, str] = {}
-    has_cat = "category" in df.columns
-    for _, row in df.iterrows():
-        idx = int(row["index"])
-        base_of[idx] = idx % CIRCULAR_BASE
-        if has_cat:
-            category[idx] = "" if is_none(row["category"]) else str(row["category"])
-        answer = str(row["answer"]).strip()
-        pred = predictions.get(idx)
-        if pred is None:
-            correct[idx] = False
-            continue
-        if match == "letter":
-            options = options_of(row)
-            got = extract_letter(str(pred), options, OPTION_CHARS[: max(len(options), 1)])
-            correct[idx] = got is not None and got == answer
-        else:
-            correct[idx] = str(pred).strip() == answer
-    scored = [i for i in correct if i in predictions]
+    return summarize_outcomes(mmbench_outcomes(annotation, predictions, match))
+
+
+def summarize_outcomes(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """``score_mmbench``'s numbers from ``mmbench_outcomes`` rows."""
+    correct = {int(r["index"]): bool(r["correct"]) for r in rows}
+    base_of = {int(r["index"]): int(r["group"]) for r in rows}
+    category = {int(r["index"]): r["category"] for r in rows}
+    has_cat = any(r["category"] is not None for r in rows)
+    scored = list(dict.fromkeys(int(r["index"]) for r in rows if r["answered"]))
     if not scored:
         raise ValueError("no MMBench row has a prediction (question_id must equal the TSV index)")
 
@@ -244,12 +263,12 @@ def score_mmbench(
     per_category: dict[str, dict[str, float | int]] = {}
     if has_cat:
         for cat in sorted(set(category.values())):
-            rows = [i for i in scored if category[i] == cat]
+            cat_rows = [i for i in scored if category[i] == cat]
             cat_mains = [m for m in mains if category[m] == cat]
             per_category[cat] = {
-                "accuracy": _pct(sum(correct[i] for i in rows), len(rows)),
+                "accuracy": _pct(sum(correct[i] for i in cat_rows), len(cat_rows)),
                 "circular_accuracy": _pct(sum(circ_hit[m] for m in cat_mains), len(cat_mains)),
-                "questions": len(rows),
+                "questions": len(cat_rows),
             }
     return {
         "accuracy": _pct(sum(correct[i] for i in scored), len(scored)),

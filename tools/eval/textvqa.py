@@ -208,11 +208,13 @@ def merge_answer_chunks(
     return target
 
 
-def score_results(
+def per_question(
     annotations: dict[tuple[str, str], list[str]], results: Iterable[dict[str, Any]]
-) -> dict[str, float | int]:
-    """Score answer records against loaded annotations (upstream lookup key)."""
-    scores: list[float] = []
+) -> tuple[list[dict[str, Any]], int]:
+    """Each matched answer's soft score, keyed as upstream looks it up (``question_id`` -- the
+    TextVQA image_id -- and the lowercased question; an image has several questions), and the
+    number of results that matched no annotation. ``dj-eval compare`` pairs runs by this key."""
+    rows: list[dict[str, Any]] = []
     unmatched = 0
     for result in results:
         key = (str(result["question_id"]), prompt_processor(str(result["prompt"])))
@@ -220,12 +222,26 @@ def score_results(
         if answers is None:
             unmatched += 1
             continue
-        scores.append(soft_score(str(result["text"]), answers))
-    if not scores:
+        score = soft_score(str(result["text"]), answers)
+        rows.append({"question_id": key[0], "question": key[1], "score": score})
+    return rows, unmatched
+
+
+def score_results(
+    annotations: dict[tuple[str, str], list[str]], results: Iterable[dict[str, Any]]
+) -> dict[str, float | int]:
+    """Score answer records against loaded annotations (upstream lookup key)."""
+    return summarize_rows(*per_question(annotations, results))
+
+
+def summarize_rows(rows: Sequence[dict[str, Any]], unmatched: int) -> dict[str, float | int]:
+    """Accuracy (percent) of ``per_question`` rows."""
+    if not rows:
         raise ValueError(
             "no result matched an annotation: question_id must be the TextVQA image_id "
             "and the prompt must carry the annotation's question"
         )
+    scores = [row["score"] for row in rows]
     return {
         "accuracy": 100.0 * sum(scores) / len(scores),
         "samples": len(scores),
@@ -239,8 +255,15 @@ def score_textvqa(annotation_file: PathT, result_files: Sequence[PathT]) -> dict
     Unlike upstream (KeyError on the first stray result) unmatched results are
     counted and reported, so a partial run can still be judged.
     """
+    return summarize_rows(*textvqa_per_question(annotation_file, result_files))
+
+
+def textvqa_per_question(
+    annotation_file: PathT, result_files: Sequence[PathT]
+) -> tuple[list[dict[str, Any]], int]:
+    """``per_question`` of answer jsonl files pooled together (what ``score_textvqa`` scores)."""
     annotations = load_annotations(annotation_file)
     results: list[dict[str, Any]] = []
     for path in result_files:
         results.extend(read_jsonl(path))
-    return score_results(annotations, results)
+    return per_question(annotations, results)
