@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -42,6 +43,7 @@ from .model_files import (  # noqa: F401  (re-exported: the layer's public names
 
 T = TypeVar("T")
 R = TypeVar("R")
+_LOAD_LOCK = threading.RLock()  # one model load at a time in a worker
 
 
 def quiet_transformers() -> None:
@@ -258,14 +260,18 @@ class ModelOp:
 
     @property
     def _model(self) -> Any:
-        """The loaded model (whatever `load_model` returned), loaded on first use."""
+        """The loaded model (whatever `load_model` returned), loaded on first use, once
+        (preprocessing threads may ask for it at the same time)."""
         loaded = self.__dict__.get("_loaded")
         if loaded is None:
-            loaded = self.__dict__["_loaded"] = self.load_model(self.device)
-            if self.device == "cpu" and "torch" in sys.modules:
-                # float sums depend on the thread count: the same count in every executor
-                # (Ray gives an actor one thread, a local worker all cores) keeps outputs equal
-                sys.modules["torch"].set_num_threads(cpu_threads())
+            with _LOAD_LOCK:
+                loaded = self.__dict__.get("_loaded")
+                if loaded is None:
+                    loaded = self.__dict__["_loaded"] = self.load_model(self.device)
+                    if self.device == "cpu" and "torch" in sys.modules:
+                        # float sums depend on the thread count: the same count in every
+                        # executor (Ray gives an actor one thread, a local worker all cores)
+                        sys.modules["torch"].set_num_threads(cpu_threads())
         return loaded
 
     @_model.setter
@@ -325,6 +331,8 @@ class ModelOp:
         positions: list[int] | None = None,
         keep: Callable[[list[int], list[R]], None] | None = None,
     ) -> list[R]:
+        if items:
+            self._model  # noqa: B018 - loaded here, not in a preprocessing thread
         size = max(1, self.gpu_batch_size)
         slices = [items[i : i + size] for i in range(0, len(items), size)]
         fit = self.__dict__.setdefault("_fit", [size])
