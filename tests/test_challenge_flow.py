@@ -174,6 +174,94 @@ def test_pack_from_flow_config(flow, capsys):
     assert "solution/recipe.yaml" in capsys.readouterr().out  # the printed manifest
 
 
+def _weights(checkpoint: Path) -> dict:
+    """Every tensor of a saved checkpoint (all its safetensors shards)."""
+    from safetensors.torch import load_file
+
+    tensors: dict = {}
+    for shard in sorted(checkpoint.glob("*.safetensors")):
+        tensors.update(load_file(shard))
+    assert tensors, checkpoint
+    return tensors
+
+
+def _first_loss(train_dir: Path) -> float:
+    history = json.loads((train_dir / "trainer_state.json").read_text())["log_history"]
+    return next(h["loss"] for h in history if "loss" in h)
+
+
+def test_second_seed_runs_beside_the_first(flow, capsys):
+    """`--seeds 2` on the finished README run: seed 42 (the toolkit's, which that run used) is
+    current, so only seed 43 trains, in output/seeds/seed-43/, and its batches differ (another
+    first loss). The tiny challenge's one optimizer step runs at warmup learning rate 0, so its
+    weights cannot show a seed: test_seeds_change_finetune_weights trains two steps."""
+    from typer.testing import CliRunner
+
+    from dj_synth.tools.eval.cli import app as eval_app
+
+    out = flow["out"]
+    ev = out / "eval_results" / CKPT
+    same = CliRunner().invoke(eval_app, ["compare", str(out), str(ev), "--json", "--n-boot", "200"])
+    assert same.exit_code == 0, same.output
+    metrics = json.loads(same.stdout)["metrics"]
+    assert [(m["units"], m["diff"], m["distinguishable"]) for m in metrics.values()] == [
+        (4, 0.0, False), (3, 0.0, False), (3, 0.0, False),
+    ]  # fmt: skip
+
+    args = [str(flow["config"]), "--seeds", "2", "--resume", "--until", "pretrain", "--quiet"]
+    assert train_main(args) == 0
+    said = capsys.readouterr().out
+    for name in ("recipe", "cap", "convert", "pretrain"):
+        assert f"[dj-train] {name}: done earlier, skipped" in said
+    assert "[dj-train] pretrain/seed-43: pretrain (projector)" in said
+    pre42 = out / f"training_dirs/MGM-2B-Pretrain-{EXP}"
+    pre43 = out / f"seeds/seed-43/training_dirs/MGM-2B-Pretrain-{EXP}"
+    assert "train_runtime" in (pre43 / "pretrain.log").read_text()
+    assert (pre43 / "mm_projector.bin").is_file()
+    assert _first_loss(pre43) != _first_loss(pre42)
+    state = _state(flow)
+    assert state["stages"]["pretrain/seed-43"]["status"] == "done"
+    assert state["seeds"] == [
+        {"seed": 42, "scores": f"eval_results/{CKPT}/scores.json"},
+        {"seed": 43, "scores": f"seeds/seed-43/eval_results/{CKPT}/scores.json"},
+    ]
+    flags = _train_flags((out / "train.sh").read_text())
+    assert [f["--seed"] for f in flags] == ["42", "42", "43", "43"]
+    assert flags[2]["--output_dir"] == str(pre43)
+    # the first seed keeps the toolkit's tree: dj-pack packs it as before
+    assert pack_main(["--config", str(flow["config"])]) == 0
+    capsys.readouterr()
+    # seed 43 has no scores yet: a comparison of the whole run says so
+    partial = CliRunner().invoke(eval_app, ["compare", str(out), str(ev)])
+    assert partial.exit_code == 2 and "no scores yet" in partial.stderr
+
+
+def test_seeds_change_finetune_weights(flow, tmp_path):
+    """The flow's finetune command, trained two steps (the second past warmup) on one sample
+    each: --seed 43 gives other weights than --seed 42, and --seed 42 again the same ones."""
+    import torch
+
+    from dj_synth.tools.challenge.flow import _finetune
+    from dj_synth.tools.mgm.train import train
+
+    argv = _finetune(load_flow_config(flow["config"]))[0].argv
+    base = argv[argv.index("dj_synth.tools.mgm.train") + 1 :]
+
+    def finetune(seed: int, name: str) -> dict:
+        args = list(base)
+        for flag, value in (("--seed", seed), ("--output_dir", tmp_path / name),
+                            ("--per_device_train_batch_size", 1),
+                            ("--gradient_accumulation_steps", 1)):  # fmt: skip
+            args[args.index(flag) + 1] = str(value)
+        train([*args, "--max_steps", "2", "--disable_tqdm", "True"])
+        return _weights(tmp_path / name)
+
+    first, other, again = finetune(42, "a"), finetune(43, "b"), finetune(42, "c")
+    assert first.keys() == other.keys() == again.keys()
+    assert any(not torch.equal(first[k], other[k]) for k in first)
+    assert all(torch.equal(first[k], again[k]) for k in first)
+
+
 def test_rerun_skips_finished_stages(flow, capsys):
     out = flow["out"]
     ft_log = out / f"training_dirs/{CKPT}/finetuning.log"
@@ -511,3 +599,62 @@ def test_recipe_must_export_one_jsonl(tmp_path):
     (tmp_path / "r.yaml").write_text("process: [{nonexistent_op: {}}]\ndataset_path: a.jsonl\n")
     with pytest.raises(ConfigError, match="recipe: .*nonexistent_op"):
         load_flow_config(cfg)
+
+
+def _train_flags(script: str) -> list[dict[str, str]]:
+    """The flags of each training command in a train.sh, in order."""
+    import shlex
+
+    found = []
+    for line in script.splitlines():
+        if "dj_synth.tools.mgm.train" in line:
+            argv = shlex.split(line.split(" 2>&1 | tee ")[0])
+            flags = argv[argv.index("dj_synth.tools.mgm.train") + 1 :]
+            found.append(dict(zip(flags[::2], flags[1::2])))
+    return found
+
+
+def test_seeds_plan_and_train_sh(tmp_path, capsys):
+    """seeds: [5, 6]: the data stages once; each seed's training and evaluation with its
+    --seed, the first in the toolkit's tree and the second under output/seeds/seed-6/; a
+    summary over both. --seeds N means 42, 43, ... and overrides the config."""
+    from dj_synth.tools.challenge.flow import plan_units
+
+    cfg = _minimal(tmp_path, seeds=[5, 6])
+    assert train_main([str(cfg), "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert re.findall(r"^# --- stage (\S+):", script, re.M) == [
+        "cap", "convert", "pretrain", "finetune", "scores",
+        "pretrain/seed-6", "finetune/seed-6", "scores/seed-6", "summary",
+    ]  # fmt: skip
+    out = tmp_path / "output"
+    pre5, ft5, pre6, ft6 = _train_flags(script)
+    assert [f["--seed"] for f in (pre5, ft5, pre6, ft6)] == ["5", "5", "6", "6"]
+    assert pre5["--data_path"] == pre6["--data_path"]  # one capped dataset for every seed
+    assert pre5["--output_dir"] == str(out / "training_dirs/MGM-2B-Pretrain-default")
+    assert pre6["--output_dir"] == str(out / "seeds/seed-6/training_dirs/MGM-2B-Pretrain-default")
+    assert ft6["--pretrain_mm_mlp_adapter"] == f"{pre6['--output_dir']}/mm_projector.bin"
+    scores6 = out / "seeds/seed-6/eval_results/MGM-2B-Finetune-default/scores.json"
+    assert f"--out {scores6} --fidelity toolkit --seed 6" in script
+    summary = next(x for x in script.splitlines() if "eval.cli summarize" in x)
+    assert str(out / "seed_scores.json") in summary and str(scores6) in summary
+    assert str(out / "eval_results/MGM-2B-Finetune-default/scores.json") in summary
+
+    units = {u.key: u for u in plan_units(load_flow_config(cfg))}
+    ft6_unit = units["finetune/seed-6"]
+    assert ft6_unit.depends_on(units["convert"]) and ft6_unit.depends_on(units["pretrain/seed-6"])
+    assert not ft6_unit.depends_on(units["pretrain"])  # seed 5's: a rerun there leaves it be
+    assert all(units["summary"].depends_on(u) for k, u in units.items() if k != "summary")
+
+    assert train_main([str(cfg), "--dry-run", "--seeds", "3"]) == 0
+    script = capsys.readouterr().out
+    assert [f["--seed"] for f in _train_flags(script)] == ["42", "42", "43", "43", "44", "44"]
+    assert "stage finetune/seed-44" in script and "seed-5" not in script
+    # without seeds: the toolkit's seed, written out; no summary
+    assert train_main([str(_minimal(tmp_path / "plain")), "--dry-run"]) == 0
+    script = capsys.readouterr().out
+    assert [f["--seed"] for f in _train_flags(script)] == ["42", "42"]
+    assert "summary" not in script and "seeds/" not in script
+    for bad, msg in (([1, 1], "distinct"), ([], "at least one seed"), ([-1], "distinct")):
+        with pytest.raises(ConfigError, match=msg):
+            load_flow_config(_minimal(tmp_path, seeds=bad))

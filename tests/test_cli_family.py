@@ -14,7 +14,7 @@ FAMILY = {
     "dj-train": [],
     "dj-pack": [],
     "dj-convert": ["dj-to-llava", "llava-to-dj", "cap", "check-batch"],
-    "dj-eval": ["textvqa", "mmbench", "scores"],
+    "dj-eval": ["textvqa", "mmbench", "scores", "summarize", "compare"],
     "dj-synth": ["make-tiny-models", "make-tiny-challenge", "cache"],
     "dj-analyze": [],
     "dj-run": [],
@@ -66,6 +66,10 @@ def test_every_flag_in_its_help(monkeypatch, capsys):
     _, train, _ = run("dj-train", ["-h"], monkeypatch, capsys)
     for flag in ("CONFIG", "--resume", "--from-stage", "--until", "--dry-run", "--quiet"):
         assert flag in train, flag
+    assert "--seeds" in train
+    _, compare, _ = run("dj-eval", ["compare", "-h"], monkeypatch, capsys)
+    for flag in ("RUN_A", "RUN_B", "--n-boot", "--seed", "--confidence", "--json"):
+        assert flag in compare, flag
     _, pack, _ = run("dj-pack", ["-h"], monkeypatch, capsys)
     for flag in ("--config", "--output-dir", "--exp", "--solution", "--pretrain-data", "--split"):
         assert flag in pack, flag

@@ -16,7 +16,7 @@ import typer
 from dj_synth.tools.cli_common import VersionOpt, make_app, run_app
 from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
 
-from .config import ConfigError, load_flow_config
+from .config import DEFAULT_SEED, ConfigError, load_flow_config
 from .flow import STAGE_NAMES, FlowError, FlowInterrupted, run_flow
 from .pack import DEFAULT_CAP
 
@@ -54,12 +54,22 @@ def _train(
         bool, typer.Option("--dry-run", help="Validate and print train.sh; run nothing.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Stage output only in the logs.")] = False,
+    seeds: Annotated[
+        int | None,
+        typer.Option(
+            "--seeds",
+            min=1,
+            metavar="N",
+            help=f"Train and evaluate with N seeds ({DEFAULT_SEED}, {DEFAULT_SEED + 1}, ...; "
+            "overrides the config's seeds) and report each score as mean +- std.",
+        ),
+    ] = None,
     version: VersionOpt = False,
 ) -> None:
     """recipe -> cap -> LLaVA JSON -> pretrain -> finetune -> TextVQA + MMBench -> scores, from
     one config file (see recipes/challenge_flow.yaml). Exit 0 done, 2 config error, 1 a stage
     failed, 130 interrupted."""
-    raise typer.Exit(train(config, resume, from_stage, until, dry_run, quiet))
+    raise typer.Exit(train(config, resume, from_stage, until, dry_run, quiet, seeds))
 
 
 def train(
@@ -69,10 +79,13 @@ def train(
     until: str | None = None,
     dry_run: bool = False,
     quiet: bool = False,
+    seeds: int | None = None,
 ) -> int:
     """``dj-train``'s work; returns the exit code."""
     try:
         rc = load_flow_config(config)
+        if seeds is not None:
+            rc.cfg = rc.cfg.model_copy(update={"seeds": [DEFAULT_SEED + i for i in range(seeds)]})
         if dry_run:
             from .flow import active_stages, render_script
 
@@ -91,8 +104,15 @@ def train(
     except FlowError as exc:
         print(f"dj-train: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    dirs = {"pretrain": rc.pretrain_dir, "finetune": rc.finetune_dir}
-    print_summary(state, rc.eval_dir / "scores.json", dirs)
+    from .flow import SEED_SCORES, plan_units
+
+    dirs = {
+        u.key: u.rc.pretrain_dir if u.stage.name == "pretrain" else u.rc.finetune_dir
+        for u in plan_units(rc)
+        if u.stage.name in ("pretrain", "finetune")
+    }
+    summary = rc.output_dir / SEED_SCORES if len(rc.seeds) > 1 else None
+    print_summary(state, rc.eval_dir / "scores.json", dirs, summary)
     return 0
 
 
@@ -116,8 +136,11 @@ def loss_summary(output_dir: Path) -> str:
     return f"{losses[0][1]:.3f} -> {losses[-1][1]:.3f} ({losses[-1][0]} steps)"
 
 
-def print_summary(state: dict, scores_path: Path, train_dirs: dict[str, Path]) -> None:
-    """Stage times, training losses and the local scores as small tables."""
+def print_summary(
+    state: dict, scores_path: Path, train_dirs: dict[str, Path], seed_scores: Path | None = None
+) -> None:
+    """Stage times, training losses and the local scores as small tables; with several seeds
+    also each score's mean +- std over them (``seed_scores``, the summary stage's file)."""
     import json
 
     from rich.console import Console
@@ -135,7 +158,8 @@ def print_summary(state: dict, scores_path: Path, train_dirs: dict[str, Path]) -
     console.print(table)
     if scores_path.is_file():
         scores = json.loads(scores_path.read_text())
-        t = Table(title="local scores")
+        first = f" (first seed, {scores.get('seed')})" if seed_scores is not None else ""
+        t = Table(title=f"local scores{first}")
         t.add_column("benchmark")
         t.add_column("accuracy %", justify="right")
         t.add_column("circular %", justify="right")
@@ -156,6 +180,22 @@ def print_summary(state: dict, scores_path: Path, train_dirs: dict[str, Path]) -
                 )  # fmt: skip
         console.print(t)
         console.print(f"scores: {scores_path}", soft_wrap=True)  # one line, never wrapped
+    if seed_scores is not None and seed_scores.is_file():
+        summary = json.loads(seed_scores.read_text())
+        seeds = summary.get("seeds", [])
+        t = Table(title=f"over {len(seeds)} seeds (mean +- std; sample std)")
+        t.add_column("score")
+        t.add_column("mean +- std", justify="right")
+        t.add_column(f"seeds {', '.join(str(s) for s in seeds)}", justify="right")
+        for bench, label in (("textvqa", "TextVQA"), ("mmbench", "MMBench")):
+            for key, value in summary.get(bench, {}).items():
+                name = label + (" circular" if key == "circular_accuracy" else "")
+                t.add_row(
+                    name, f"{value['mean']:.2f} +- {value['std']:.2f}",
+                    ", ".join(f"{v:.2f}" for v in value["values"]),
+                )  # fmt: skip
+        console.print(t)
+        console.print(f"over seeds: {seed_scores}", soft_wrap=True)
 
 
 pack_app = make_app(commands=False)

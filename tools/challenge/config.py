@@ -15,6 +15,7 @@ resolves them from the folder it runs in.
 from __future__ import annotations
 
 import contextlib
+import copy
 import difflib
 import os
 import shutil
@@ -29,6 +30,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dj_synth.tools.eval.mmbench import DEFAULT_SPLIT
 from dj_synth.tools.llava import ConversionError
 from dj_synth.tools.prepare import CHALLENGE_CAP, check_global_batch
+
+DEFAULT_SEED = 42  # transformers' default --seed, which the toolkit's training runs with
 
 
 class ConfigError(ValueError):
@@ -120,6 +123,9 @@ class FlowConfig(_Strict):
     # toolkit: MGM's loss weighting and batch-1 float16 eval; fast: token-weighted loss, batched
     # bfloat16 eval (tools/mgm/fidelity.py); recorded in train.sh and scores.json
     fidelity: Literal["toolkit", "fast"] = "toolkit"
+    # Train and evaluate once per seed (the Trainer's --seed: data order, stochastic depth);
+    # the first keeps the toolkit's output layout. Unset: [42], the toolkit's (HF's default).
+    seeds: list[int] | None = None
     solution: list[str] = []  # what dj-pack puts in solution/ (default: the recipe)
     smoke: SmokeConfig = SmokeConfig()
 
@@ -128,6 +134,17 @@ class FlowConfig(_Strict):
     def _safe_name(cls, value: str) -> str:
         if not value or not all(c.isalnum() or c in "._-" for c in value) or value[0] == ".":
             raise ValueError("use letters, digits, '.', '_' or '-' (it names output folders)")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, value: list[int] | None) -> list[int] | None:
+        if value is None:
+            return value
+        if not value:
+            raise ValueError("give at least one seed, or leave seeds out (the toolkit's 42)")
+        if any(s < 0 for s in value) or len(set(value)) != len(value):
+            raise ValueError("seeds must be distinct integers >= 0 (each names a folder)")
         return value
 
 
@@ -141,6 +158,32 @@ class ResolvedConfig:
         self.cfg = cfg
         self.source = source
         self.root = (source.parent / (cfg.root or ".")).resolve()
+        self.seed_index = 0  # 0: the toolkit's output layout; others: output/seeds/seed-<S>/
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.cfg.seeds or [DEFAULT_SEED])
+
+    @property
+    def seed(self) -> int:
+        """The seed this view trains with (``for_seed``)."""
+        return self.seeds[self.seed_index]
+
+    def for_seed(self, index: int) -> ResolvedConfig:
+        """This config as the ``index``-th seed runs it: the first seed writes the toolkit's
+        tree (``output/training_dirs``, ``output/eval_results``, ``output/logs``), every other
+        seed the same tree under ``output/seeds/seed-<S>/``."""
+        view = copy.copy(self)
+        view.seed_index = index
+        return view
+
+    def seed_views(self) -> list[ResolvedConfig]:
+        return [self.for_seed(i) for i in range(len(self.seeds))]
+
+    @property
+    def base_output_dir(self) -> Path:
+        """``output_dir`` itself, whichever seed this view is (state file, train.sh)."""
+        return self.path(self.cfg.output_dir)  # type: ignore[return-value]
 
     @contextlib.contextmanager
     def in_root(self) -> Iterator[None]:
@@ -163,7 +206,9 @@ class ResolvedConfig:
 
     @property
     def output_dir(self) -> Path:
-        return self.path(self.cfg.output_dir)  # type: ignore[return-value]
+        if self.seed_index:
+            return self.base_output_dir / "seeds" / f"seed-{self.seed}"
+        return self.base_output_dir
 
     @property
     def pretrain_name(self) -> str:

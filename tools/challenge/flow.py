@@ -8,6 +8,9 @@ reruns from the first that is not, ``--from-stage`` redoes a stage and everythin
 a failed stage is named with its exit code and log. Training output follows the toolkit's tree
 (``output/training_dirs/MGM-2B-{Pretrain,Finetune}-<EXP>/{pretrain,finetuning}.log``,
 ``output/eval_results/MGM-2B-Finetune-<EXP>/...``) so ``dj-pack`` and the organisers find it.
+With several ``seeds`` the data stages run once and the training and evaluation stages once per
+seed (``plan_units``): the first seed in that tree, the others in the same tree under
+``output/seeds/seed-<S>/``, then a ``summary`` stage writes each score's mean +- std.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from .config import ResolvedConfig
 from .fingerprint import Fingerprints, text_digest
 
 STATE_FILE = "dj_train_state.json"
+SEED_SCORES = "seed_scores.json"  # with several seeds: each score's mean +- std over them
 PY = "$PYTHON"  # rendered in train.sh; replaced by sys.executable when run
 # Library noise kept out of the stage logs (exported in train.sh too; the caller's environment
 # wins): transformers' warnings and load reports (e.g. a CLIP checkpoint's unused text tower,
@@ -182,6 +186,7 @@ def _train_args(rc: ResolvedConfig, stage: str) -> list[str]:
         "--lazy_preprocess", True,
         "--report_to", "none",
         "--fidelity", cfg.fidelity,
+        "--seed", rc.seed,  # the Trainer's: data order, stochastic depth (init stays 1024)
     ]  # fmt: skip
     if smoke.max_steps:
         args += ["--max_steps", smoke.max_steps]
@@ -259,7 +264,7 @@ def _mmbench(rc: ResolvedConfig) -> list[Command]:
 
 def _scores(rc: ResolvedConfig) -> list[Command]:
     argv = _module("dj_synth.tools.eval.cli", "scores", "--out", rc.eval_dir / "scores.json")
-    argv += ["--fidelity", rc.cfg.fidelity]
+    argv += ["--fidelity", rc.cfg.fidelity, "--seed", str(rc.seed)]
     t, m = rc.cfg.eval.textvqa, rc.cfg.eval.mmbench
     if t is not None and t.annotation_file:
         argv += ["--textvqa-annotation", str(rc.path(t.annotation_file))]
@@ -268,6 +273,12 @@ def _scores(rc: ResolvedConfig) -> list[Command]:
         argv += ["--mmbench-annotation", str(rc.path(m.question_file))]
         argv += ["--mmbench-result", str(mmbench_paths(rc)[0]), "--match", rc.cfg.eval.match]
     return [Command(argv, log=rc.output_dir / "logs" / "scores.log")]
+
+
+def _summary(rc: ResolvedConfig) -> list[Command]:
+    argv = _module("dj_synth.tools.eval.cli", "summarize", "--out", rc.output_dir / SEED_SCORES)
+    argv += [str(view.eval_dir / "scores.json") for view in rc.seed_views()]
+    return [Command(argv, log=rc.output_dir / "logs" / "summary.log")]
 
 
 def _zoo(rc: ResolvedConfig) -> list[Path | None]:
@@ -424,8 +435,16 @@ STAGES: list[Stage] = [
         lambda rc: [rc.eval_dir / "scores.json"],
         inputs=_scores_inputs,
     ),
+    Stage(
+        "summary",
+        "each score's mean +- std over the seeds",
+        _summary,
+        lambda rc: [rc.output_dir / SEED_SCORES],
+        inputs=lambda rc: [view.eval_dir / "scores.json" for view in rc.seed_views()],
+    ),
 ]
 STAGE_NAMES = [s.name for s in STAGES]
+RUN_ONCE = ("recipe", "cap", "convert", "summary")  # the others run once per seed
 
 
 def active_stages(rc: ResolvedConfig) -> list[Stage]:
@@ -436,14 +455,43 @@ def active_stages(rc: ResolvedConfig) -> list[Stage]:
         skip.add("textvqa")
     if rc.cfg.eval.mmbench is None:
         skip.add("mmbench")
+    if len(rc.seeds) < 2:
+        skip.add("summary")
     return [s for s in STAGES if s.name not in skip]
+
+
+@dataclass
+class Unit:
+    """A stage as one seed runs it (the data stages and the summary: once, for all seeds)."""
+
+    stage: Stage
+    rc: ResolvedConfig  # the seed's view (``ResolvedConfig.for_seed``)
+    key: str  # its name in the state file and messages: ``pretrain``, ``pretrain/seed-43``
+
+    def depends_on(self, earlier: Unit) -> bool:
+        """Whether this unit consumes what ``earlier`` (planned before it) produces: the data
+        stages feed every seed, the summary reads every seed, a seed only its own stages."""
+        once = (earlier.stage.name in RUN_ONCE, self.stage.name in RUN_ONCE)
+        return any(once) or earlier.rc.seed_index == self.rc.seed_index
+
+
+def plan_units(rc: ResolvedConfig, stages: list[Stage] | None = None) -> list[Unit]:
+    """The order things run in: the data stages, then every seed's training and evaluation
+    (first seed first, under the stages' plain names), then the summary over seeds."""
+    stages = active_stages(rc) if stages is None else stages
+    units = [Unit(s, rc, s.name) for s in stages if s.name in RUN_ONCE and s.name != "summary"]
+    for view in rc.seed_views():
+        suffix = f"/seed-{view.seed}" if view.seed_index else ""
+        units += [Unit(s, view, s.name + suffix) for s in stages if s.name not in RUN_ONCE]
+    return units + [Unit(s, rc, s.name) for s in stages if s.name == "summary"]
 
 
 # ----------------------------------------------------------------------------- train.sh
 
 
 def render_script(rc: ResolvedConfig, stages: list[Stage]) -> str:
-    """``output/train.sh``: the resolved config (as comments) and every command, in order."""
+    """``output/train.sh``: the resolved config (as comments) and every command, in order
+    (with several seeds, each seed's training and evaluation in its own folder)."""
     lines = [
         "#!/usr/bin/env bash",
         f"# Written by dj-train on {dt.datetime.now().isoformat(timespec='seconds')} for "
@@ -452,6 +500,7 @@ def render_script(rc: ResolvedConfig, stages: list[Stage]) -> str:
         "#",
         "# Resolved config:",
         *[f"#   {line}" for line in rc.as_yaml().splitlines()],
+        *[f"# Seed {v.seed}: --seed {v.seed}, results in {v.output_dir}" for v in rc.seed_views()],
         "",
         "set -euo pipefail",
         f"cd {shlex.quote(str(rc.root))}",
@@ -459,9 +508,9 @@ def render_script(rc: ResolvedConfig, stages: list[Stage]) -> str:
         *[f"export {key}=${{{key}:-{value}}}" for key, value in STAGE_ENV.items()],
         "",
     ]
-    for stage in stages:
-        lines.append(f"# --- stage {stage.name}: {stage.describe}")
-        for cmd in stage.commands(rc):
+    for unit in plan_units(rc, stages):
+        lines.append(f"# --- stage {unit.key}: {unit.stage.describe}")
+        for cmd in unit.stage.commands(unit.rc):
             if cmd.log is not None:
                 lines.append(f"mkdir -p {shlex.quote(str(cmd.log.parent))}")
             lines.append(cmd.render())
@@ -604,61 +653,79 @@ def run_flow(
 ) -> dict[str, Any]:
     """Run the stages in order; returns the state. Raises ``FlowError`` on a failed stage.
 
-    A stage is skipped only while it is current (``out_of_date``); the first stage that is not
-    (or ``--from-stage``) runs, and every later stage is marked stale before anything runs, so
-    an interrupted rerun never leaves a later stage counted as done on top of a new one.
+    A stage is skipped only while it is current (``out_of_date``); one that is not (or
+    ``--from-stage``) runs, and so does every later stage that depends on it -- with several
+    seeds, a seed's stages depend on the data stages and on that seed's earlier stages only --;
+    all of them are marked stale before anything runs, so an interrupted rerun never leaves a
+    later stage counted as done on top of a new one.
     """
     stages = active_stages(rc)
     names = [s.name for s in stages]
     for flag, value in (("--from-stage", from_stage), ("--until", until)):
         if value is not None and value not in names:
             raise FlowError(f"{flag} {value!r}: not a stage of this config ({', '.join(names)})")
+    units = plan_units(rc, stages)
     state = State(rc.output_dir / STATE_FILE)
     fp = state.fingerprints
     records: dict[str, dict[str, Any]] = state.data["stages"]
-    for name in [n for n in records if n not in names]:  # stages this config no longer has
-        del records[name]
+    keys = [u.key for u in units]
+    for key in [k for k in records if k not in keys]:  # stages (or seeds) no longer configured
+        del records[key]
     done = set(state.done())
     if done and not resume and from_stage is None:
         raise FlowError(
             f"{rc.output_dir} already holds this flow's stages ({', '.join(sorted(done))}): pass "
             "--resume to rerun only what is out of date, or --from-stage STAGE to redo from STAGE"
         )
-    if from_stage is not None:
-        start = names.index(from_stage)
-        for stage in stages[:start]:
-            why = out_of_date(rc, stage, records.get(stage.name), fp)
-            if why:
+    cut = names.index(from_stage) if from_stage is not None else None
+    rerun: dict[str, str] = {}  # unit key -> why it runs
+    first: set[str] = set()  # units that rerun on their own account (no upstream reruns)
+    for i, unit in enumerate(units):
+        upstream = next((v for v in units[:i] if v.key in rerun and unit.depends_on(v)), None)
+        if upstream is not None:
+            rerun[unit.key] = f"an earlier stage ({upstream.key}) reruns"
+            continue
+        if cut is not None and names.index(unit.stage.name) >= cut:
+            why: str | None = "redo (--from-stage)"
+        else:
+            why = out_of_date(unit.rc, unit.stage, records.get(unit.key), fp)
+            if why and cut is not None:
                 raise FlowError(
-                    f"--from-stage {from_stage}: the earlier stage {stage.name} is out of date "
-                    f"({why}); start from {stage.name}, or pass --resume to rerun exactly what "
-                    "is out of date"
+                    f"--from-stage {from_stage}: the earlier stage {unit.key} is out of date "
+                    f"({why}); start from {unit.stage.name}, or pass --resume to rerun exactly "
+                    "what is out of date"
                 )
-        reason = "redo (--from-stage)"
-    else:
-        start, reason = len(stages), ""
-        for i, stage in enumerate(stages):
-            why = out_of_date(rc, stage, records.get(stage.name), fp)
-            if why:
-                start, reason = i, why
-                break
-    # the first stage picks up its own checkpoint only when it stopped early on the same inputs
-    first = records.get(names[start]) if start < len(stages) else None
-    resumable = (
-        from_stage is None
-        and first is not None
-        and first.get("status") in ("running", "failed", "interrupted")
-        and first.get("inputs") == stage_inputs(rc, stages[start], fp)
-    )
-    for stage in stages[start:]:
-        if stage.name in records:
-            why = reason if stage is stages[start] else f"an earlier stage ({names[start]}) reruns"
-            records[stage.name] = {**records[stage.name], "status": "stale", "reason": why}
+        if why:
+            rerun[unit.key] = why
+            first.add(unit.key)
+    # a stage picks up its own checkpoint only when it stopped early on the same inputs
+    resumable = set()
+    for unit in units:
+        record = records.get(unit.key)
+        if (
+            from_stage is None
+            and unit.key in first
+            and record is not None
+            and record.get("status") in ("running", "failed", "interrupted")
+            and record.get("inputs") == stage_inputs(unit.rc, unit.stage, fp)
+        ):
+            resumable.add(unit.key)
+    for key, why in rerun.items():
+        if key in records:
+            records[key] = {**records[key], "status": "stale", "reason": why}
     state.data.update(
         {
             "exp_name": rc.cfg.exp_name,
             "pretrain_data": str(rc.llava_json),
             "finetune_dir": str(rc.finetune_dir),
+            # each seed's scores, relative to output/ (dj-eval compare reads them)
+            "seeds": [
+                {
+                    "seed": v.seed,
+                    "scores": str((v.eval_dir / "scores.json").relative_to(rc.output_dir)),
+                }
+                for v in rc.seed_views()
+            ],
         }
     )
     state.data.pop("config", None)  # the whole-config hash of older versions
@@ -666,24 +733,27 @@ def run_flow(
     (rc.output_dir / "train.sh").write_text(render_script(rc, stages))
     os.chmod(rc.output_dir / "train.sh", 0o755)
     state.save()
-    stop = names.index(until) + 1 if until else len(stages)
-    for i, stage in enumerate(stages[:stop]):
-        if i < start:
-            say(f"[dj-train] {stage.name}: done earlier, skipped")
+    last = names.index(until) if until else len(names)
+    for unit in units:
+        if names.index(unit.stage.name) > last:
             continue
-        if i == start and done and from_stage is None:
+        if unit.key not in rerun:
+            say(f"[dj-train] {unit.key}: done earlier, skipped")
+            continue
+        if unit.key in first and done and from_stage is None:
             say(
-                f"[dj-train] {stage.name}: out of date ({reason}); rerunning it and every later stage"
+                f"[dj-train] {unit.key}: out of date ({rerun[unit.key]}); rerunning it and every "
+                "later stage"
             )
-        say(f"[dj-train] {stage.name}: {stage.describe}")
+        say(f"[dj-train] {unit.key}: {unit.stage.describe}")
         try:
-            _run_stage(rc, stage, state, echo, say, keep_checkpoints=i == start and resumable)
+            _run_stage(unit.rc, unit.stage, state, echo, say, unit.key in resumable, key=unit.key)
         except KeyboardInterrupt:
-            record = state.data["stages"].get(stage.name, {})
+            record = state.data["stages"].get(unit.key, {})
             if record.get("status") == "running":
-                state.mark(stage.name, **{**record, "status": "interrupted"})
+                state.mark(unit.key, **{**record, "status": "interrupted"})
             raise FlowInterrupted(
-                f"interrupted during stage {stage.name}; `dj-train {rc.source} --resume` goes on "
+                f"interrupted during stage {unit.key}; `dj-train {rc.source} --resume` goes on "
                 "from it (the later stages are marked stale and rerun)"
             ) from None
     return state.data
@@ -696,40 +766,41 @@ def _run_stage(
     echo: bool,
     say: Callable[[str], None],
     keep_checkpoints: bool,
+    key: str | None = None,
 ) -> None:
-    """Run one stage's commands; record what it consumed, then (done) what it produced."""
+    """Run one stage's commands; record what it consumed, then (done) what it produced, under
+    ``key`` (default: the stage's name; another seed's: ``pretrain/seed-43``)."""
+    key = key or stage.name
     if not keep_checkpoints:
         for old in stage.stale(rc):
-            say(f"[dj-train] {stage.name}: rerun, removing {old}")
+            say(f"[dj-train] {key}: rerun, removing {old}")
             shutil.rmtree(old)
     fp = state.fingerprints
     began, started = time.time(), _now()
     inputs = stage_inputs(rc, stage, fp)
-    state.mark(stage.name, status="running", started=started, inputs=inputs)
+    state.mark(key, status="running", started=started, inputs=inputs)
     for cmd in stage.commands(rc):
         rc_code = _run_command(cmd, rc.root, echo)
         if rc_code != 0:
             where = f"; log: {cmd.log}" if cmd.log else ""
             state.mark(
-                stage.name, status="failed", started=started, inputs=inputs,
+                key, status="failed", started=started, inputs=inputs,
                 exit_code=rc_code, log=str(cmd.log),
             )  # fmt: skip
             raise FlowError(
-                f"stage {stage.name} failed: `{' '.join(cmd.argv[:4])} ...` exited with "
+                f"stage {key} failed: `{' '.join(cmd.argv[:4])} ...` exited with "
                 f"{rc_code}{where}. Fix it and rerun with --resume{_tail(cmd.log)}"
             )
     missing = [p for p in stage.outputs(rc) if not p.exists()]
     if missing:
         state.mark(
-            stage.name, status="failed", started=started, inputs=inputs,
+            key, status="failed", started=started, inputs=inputs,
             missing=[str(p) for p in missing],
         )  # fmt: skip
-        raise FlowError(
-            f"stage {stage.name} finished but did not write {', '.join(map(str, missing))}"
-        )
+        raise FlowError(f"stage {key} finished but did not write {', '.join(map(str, missing))}")
     outputs = {str(p): fp.of(p) for p in stage_products(rc, stage)}
     state.mark(
-        stage.name, status="done", started=started, finished=_now(),
+        key, status="done", started=started, finished=_now(),
         seconds=round(time.time() - began, 1), inputs=inputs, outputs=outputs,
     )  # fmt: skip
 
