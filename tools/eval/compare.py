@@ -72,12 +72,6 @@ class Run:
     path: Path
     seeds: list[SeedResult] = field(default_factory=list)
 
-    def describe(self) -> str:
-        seeds = [s.seed for s in self.seeds]
-        if len(seeds) == 1:
-            return f"{self.path} (1 seed{'' if seeds[0] is None else f': {seeds[0]}'})"
-        return f"{self.path} ({len(seeds)} seeds: {', '.join(str(s) for s in seeds)})"
-
 
 # ----------------------------------------------------------------------------- loading
 
@@ -108,7 +102,7 @@ def find_scores(path: str | Path) -> list[tuple[int | None, Path]]:
             if missing:
                 raise CompareError(
                     f"{p}: no scores yet for {', '.join(missing)}; finish the run "
-                    "(dj-train CONFIG --resume)"
+                    "(dj-train CONFIG --resume, with the same --seeds)"
                 )
             return found
     found = sorted(p.glob("eval_results/*/scores.json"))
