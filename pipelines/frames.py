@@ -9,6 +9,7 @@ pickle: a checkpoint on a shared disk is data, never code.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterator
 from typing import IO, Any
 
@@ -20,6 +21,8 @@ from .stages import Survivor, dumps
 
 
 def encode_key(key: Any) -> Any:
+    if isinstance(key, float) and not math.isfinite(key):
+        return {"f": repr(key)}  # JSON has no inf/nan: tagged, so they come back as floats
     if key is None or isinstance(key, (str, int, float)):
         return key
     if isinstance(key, bytes):
@@ -33,6 +36,8 @@ def decode_key(value: Any) -> Any:
     if isinstance(value, dict):
         if "b" in value:
             return bytes.fromhex(value["b"])
+        if "f" in value:
+            return float(value["f"])
         return tuple(decode_key(v) for v in value["t"])
     return value
 
@@ -40,7 +45,7 @@ def decode_key(value: Any) -> Any:
 def write_survivors(fh: IO[bytes], survivors: list[Survivor]) -> None:
     for sv in survivors:
         parts = (sv.sample, sv.export, sv.stats)
-        head = [sv.ref.ordinal, sv.ref.source, sv.ref.line, sv.sample_id, sv.rank]
+        head = [sv.ref.ordinal, sv.ref.source, sv.ref.line, sv.sample_id, encode_key(sv.rank)]
         head += [encode_key(sv.key), *(-1 if p is None else len(p) for p in parts)]
         fh.write(dumps(head) + b"\n")
         for part in parts:
@@ -52,7 +57,8 @@ def read_survivors(fh: IO[bytes], count: int) -> Iterator[Survivor]:
     for _ in range(count):
         ordinal, source, line, sid, rank, key, *lengths = loads(fh.readline())
         sample, export, stats = (None if n < 0 else fh.read(n) for n in lengths)
-        sv = Survivor(SampleRef(ordinal, source, line), sample or b"", sid, decode_key(key), rank)
+        ref = SampleRef(ordinal, source, line)
+        sv = Survivor(ref, sample or b"", sid, decode_key(key), decode_key(rank))
         sv.export, sv.stats = export, stats
         yield sv
 

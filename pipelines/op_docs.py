@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dj_synth.operators import OPERATORS, get_operator
-from dj_synth.operators.base import Deduplicator, Filter, Mapper
+from dj_synth.operators.base import Deduplicator, Filter, Mapper, Selector
 
 from .recipe import NO_DEFAULT, operator_signature
 from .recipe import _type_name as type_name
@@ -47,7 +47,9 @@ def operator_arguments(cls: type) -> list[Argument]:
 
 
 def kind(cls: type) -> str:
-    for base, name in ((Filter, "filter"), (Mapper, "mapper"), (Deduplicator, "deduplicator")):
+    kinds = ((Filter, "filter"), (Mapper, "mapper"), (Deduplicator, "deduplicator"),
+             (Selector, "selector"))  # fmt: skip
+    for base, name in kinds:
         if issubclass(cls, base):
             return name
     return "op"

@@ -28,12 +28,14 @@ from dj_synth.operators import Mapper, register
 
 @register("stuck_on_marker_mapper")
 class StuckOnMarkerMapper(Mapper):
-    """Hangs (a pathological regex would) on texts containing STUCK; else sleeps per batch."""
-    def __init__(self, seconds: float = 0.0, **kwargs):
+    """Hangs (a pathological regex would) on texts containing STUCK; waits for `release`."""
+    def __init__(self, release: str = "", **kwargs):
         super().__init__(**kwargs)
-        self.seconds = seconds
+        self.release = release
     def process(self, batch):
-        time.sleep(self.seconds)
+        import os
+        while self.release and not os.path.exists(self.release):
+            time.sleep(0.05)
         for text in batch.texts:
             while "STUCK" in text:
                 time.sleep(0.01)
@@ -119,18 +121,34 @@ def test_two_runs_at_once_one_wins(tmp_path):
     data.write_text("".join(json.dumps(r) + "\n" for r in _samples(40)))
     ops = tmp_path / "slow.py"
     ops.write_text(SLOW_OP)
-    recipe = _recipe(tmp_path, data, custom_operator_paths=[str(ops)], io_batch_size=4,
-                     process=[{"stuck_on_marker_mapper": {"seconds": 0.6}}])  # fmt: skip
+    release = tmp_path / "release"
+    recipe = _recipe(tmp_path, data, custom_operator_paths=[str(ops)],
+                     process=[{"stuck_on_marker_mapper": {"release": str(release)}}])  # fmt: skip
     first = subprocess.Popen([DJ_RUN, str(recipe), "-q"], stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    while not (tmp_path / "out" / ".dj-synth.lock").exists() and time.monotonic() < deadline:
+    lock = tmp_path / "out" / ".dj-synth.lock"
+    deadline = time.monotonic() + 120
+    while not _held(lock):  # the first run holds the work dir, waiting in its operator
+        assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
-    time.sleep(0.5)
     second = subprocess.run([DJ_RUN, str(recipe), "-q"], capture_output=True, text=True)
+    release.touch()
     assert first.wait(timeout=120) == 0, first.stderr.read()
     assert second.returncode == 2 and f"pid {first.pid}" in second.stderr, second.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["exported_samples"] == 40
+
+
+def _held(lock: Path) -> bool:
+    """Whether another process holds `lock` (an flock)."""
+    if not lock.exists():
+        return False
+    with open(lock) as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
 
 
 def test_rerun_removes_stale_shards_and_output_folder_reads_as_its_export(tmp_path):

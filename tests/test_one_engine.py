@@ -276,3 +276,21 @@ def test_a_selector_decides_once_over_all_samples_in_every_mode(tmp_path, data, 
     rows = [json.loads(x) for x in data.read_text().splitlines() if x.endswith("}")]
     longest = sorted(range(len(rows)), key=lambda i: (-len(rows[i]["text"]), i))[:7]
     assert [k["id"] for k in kept] == [rows[i]["id"] for i in sorted(longest)]
+
+
+def test_checkpoint_frames_keep_infinite_and_nan_keys(tmp_path):
+    import io
+    import math
+
+    from dj_synth.operators.batch import SampleRef
+    from dj_synth.pipelines.frames import read_survivors, write_survivors
+    from dj_synth.pipelines.stages import Survivor
+
+    keys = [float("inf"), float("-inf"), (b"\x01", float("nan")), 2.5]
+    out = io.BytesIO()
+    write_survivors(out, [Survivor(SampleRef(i, "s", i), b"{}", None, k, float("-inf"))
+                          for i, k in enumerate(keys)])  # fmt: skip
+    back = list(read_survivors(io.BytesIO(out.getvalue()), len(keys)))
+    assert [sv.key for sv in back][:2] == [float("inf"), float("-inf")] and back[3].key == 2.5
+    assert back[2].key[0] == b"\x01" and math.isnan(back[2].key[1])
+    assert all(sv.rank == float("-inf") for sv in back)
