@@ -3,20 +3,20 @@ the clusters in proportion to their sizes, or as evenly as the clusters allow.""
 
 from __future__ import annotations
 
-import os
 from typing import Any, Literal
 
 from .base import Selector
-from .batch import Batch, image_chunks, special_tokens
+from .batch import Batch
+from .clip_embeddings import ClipEmbedder
 from .field_selection import check_count, check_ratio, count_from
-from .models import CLIP, ModelOp, check_dtype, cpu_threads, resolve_model_path
+from .models import cpu_threads
 from .registry import register
 
 NO_EMBEDDING = -1  # the group of samples with nothing to embed (no image with embed: image)
 
 
 @register("cluster_balanced_selector")
-class ClusterBalancedSelector(ModelOp, Selector):
+class ClusterBalancedSelector(ClipEmbedder, Selector):
     """Keeps `select_num` samples (or `select_ratio` of them; with both, the fewer) spread
     over `n_clusters` k-means clusters of the samples' CLIP embeddings.
 
@@ -67,61 +67,16 @@ class ClusterBalancedSelector(ModelOp, Selector):
         ):
             if value not in allowed:
                 raise ValueError(f"{self.name}: {name} must be one of {allowed}, got {value!r}")
-        check_dtype(dtype)
         self.select_num, self.select_ratio, self.n_clusters = select_num, select_ratio, n_clusters
         self.balance, self.embed, self.pick, self.seed = balance, embed, pick, seed
-        self.hf_clip, self.trust_remote_code = hf_clip, trust_remote_code
-        self.open_clip_model, self.open_clip_pretrained = open_clip_model, open_clip_pretrained
-        self.gpu_batch_size, self.dtype = gpu_batch_size, dtype
         self.needs_pixels = embed == "image"
-        if open_clip_model is None:
-            self.model_path = resolve_model_path(
-                hf_clip, kind=CLIP, arg="hf_clip", trust_remote_code=trust_remote_code
-            )
-        else:
-            self.model_path = open_clip_pretrained
-            if open_clip_pretrained is not None and not os.path.exists(open_clip_pretrained):
-                raise FileNotFoundError(
-                    f"open_clip_pretrained {open_clip_pretrained} does not exist"
-                )
+        self.init_clip(hf_clip, trust_remote_code, open_clip_model, open_clip_pretrained,
+                       gpu_batch_size, dtype)  # fmt: skip
 
     # -- workers: one embedding per sample ------------------------------------------
-    def load_model(self, device: str) -> Any:
-        from .clip_backends import load_clip
-
-        return load_clip(
-            self.hf_clip if self.open_clip_model is None else None,
-            self.model_path, self.open_clip_model, device,
-            self.model_dtype(device), self.trust_remote_code,
-        )  # fmt: skip
-
     def compute_key(self, batch: Batch) -> list[bytes | None]:
-        """The embedding as float16 bytes (None: nothing to embed). The model is touched only
-        inside `map_batched`'s steps, so a fully cached rerun never loads it."""
-        import numpy as np
-
-        if self.embed == "text":
-            image_token, eoc_token = special_tokens(self, batch)
-            texts = [
-                " ".join(t for t, _ in image_chunks(text, [], image_token, eoc_token) if t)
-                for text in batch.texts
-            ]
-            distinct = sorted(set(texts))
-            found = self.map_batched(distinct, lambda c, _: self._model.embed_texts(c))
-            emb = {t: np.asarray(e, dtype=np.float32) for t, e in zip(distinct, found)}
-            rows = [emb[t] for t in texts]
-        else:
-            media = batch.ctx.media
-            paths = sorted({p for row in batch.images for p in row})
-
-            def prepare(chunk: list[str]) -> Any:
-                return self._model.preprocess_images([self.pixels(media, p) for p in chunk])
-
-            found = self.map_batched(paths, lambda px, _: self._model.embed_images(px), prepare)
-            emb = {p: np.asarray(e, dtype=np.float32) for p, e in zip(paths, found)}
-            rows = [_unit(np.mean([emb[p] for p in row], axis=0)) if row else None
-                    for row in batch.images]  # fmt: skip
-        return [None if r is None else r.astype(np.float16).tobytes() for r in rows]
+        """The embedding as float16 bytes (None: nothing to embed)."""
+        return self.embedding_keys(batch, self.embed)
 
     # -- the decision over all samples ----------------------------------------------
     def select(self, entries: list[Any]) -> dict[tuple[int, int], str]:
@@ -212,10 +167,3 @@ def _groups_in_order(labels: list[int]) -> dict[int, list[int]]:
     if NO_EMBEDDING in groups:
         groups[NO_EMBEDDING] = groups.pop(NO_EMBEDDING)
     return groups
-
-
-def _unit(v: Any) -> Any:
-    import numpy as np
-
-    norm = float(np.linalg.norm(v))
-    return v / norm if norm > 0 else v

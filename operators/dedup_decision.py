@@ -8,6 +8,12 @@ depends only on the samples it can collide with. `DedupIndex.buckets` names thos
 the "shares a bucket" graph, and deciding each component on its own gives exactly the
 global decision. That is how the Ray executor distributes dedup: group by bucket, join
 buckets into components, decide components in parallel.
+
+An operator whose index depends on the data (semantic dedup's k-means centroids) says so
+with `fit_sample_size`: it is fitted once, on a seeded sample of the keys chosen by input
+position alone (`sample_orders`, `sample_cutoff`), so every executor fits the same model
+(`fitted_for`; the Ray executor gathers only the sample). An index whose keys fall in one
+bucket each (`partitions = True`) needs no components: its buckets are the components.
 """
 
 from __future__ import annotations
@@ -15,6 +21,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable, Iterable
 from typing import Any
+
+import numpy as np
 
 from .base import Deduplicator, _short
 from .batch import SampleRef
@@ -27,7 +35,7 @@ DedupEntry = tuple[float | None, Position, SampleRef, Any, Hashable | None]
 
 def admission_order(op: Deduplicator, entries: list[DedupEntry]) -> list[DedupEntry]:
     """Input order for `first`; best value first (missing last, ties in input order) else."""
-    if not op.ranked:
+    if op.keep_policy == "first":
         return sorted(entries, key=lambda e: e[1])
     sign = -1.0 if op.keep_policy == "max" else 1.0
     return sorted(
@@ -38,7 +46,7 @@ def admission_order(op: Deduplicator, entries: list[DedupEntry]) -> list[DedupEn
 def decide(op: Deduplicator, entries: list[DedupEntry]) -> dict[Position, str]:
     """{position: reason} of the samples to drop among `entries`."""
     index = op.new_index()
-    policy = f"; kept by {op.keep_policy} {op.keep_stats_key}" if op.ranked else ""
+    policy = f"; kept by {op.keep_policy} {op.keep_stats_key}" if op.keep_policy != "first" else ""
     drops: dict[Position, str] = {}
     for rank, position, ref, sample_id, key in admission_order(op, entries):
         reason = index.admit(key, ref, sample_id)
@@ -85,6 +93,7 @@ def components(edges: Iterable[tuple[Any, Any]]) -> dict[Any, Any]:
 def decide_by_components(op: Deduplicator, entries: list[DedupEntry]) -> dict[Position, str]:
     """The same result as `decide`, computed component by component (the distributed plan,
     run in one process: the reference the Ray executor is tested against)."""
+    op = fitted_for(op, entries)
     index = op.new_index()
     by_bucket: dict[int, list[Position]] = {}
     for _, position, _, _, key in entries:
@@ -100,3 +109,43 @@ def decide_by_components(op: Deduplicator, entries: list[DedupEntry]) -> dict[Po
     for group in groups.values():
         drops.update(decide(op, group))
     return drops
+
+
+# -- operators fitted on a sample of the keys -------------------------------------------
+
+
+def sample_orders(positions: Iterable[Position], seed: int) -> np.ndarray:
+    """A stable 64-bit draw per position (uint64): the fit sample is the smallest draws."""
+    out = [
+        int.from_bytes(
+            hashlib.blake2b(f"{seed}|{o}|{k}".encode(), digest_size=8).digest(), "little"
+        )
+        for o, k in positions
+    ]
+    return np.array(out, dtype=np.uint64)
+
+
+def sample_cutoff(orders: np.ndarray, size: int) -> int | None:
+    """The largest draw in the sample of `size` smallest draws (None: no draws)."""
+    if not len(orders):
+        return None
+    size = min(size, len(orders))
+    return int(np.partition(orders, size - 1)[size - 1])
+
+
+def fit_sample(entries: list[DedupEntry], size: int, seed: int) -> list[Hashable]:
+    """The keys (not None) of the `size` entries with the smallest draws, in input order."""
+    keyed = sorted((e for e in entries if e[4] is not None), key=lambda e: e[1])
+    orders = sample_orders([e[1] for e in keyed], seed)
+    cutoff = sample_cutoff(orders, size)
+    return [e[4] for e, o in zip(keyed, orders.tolist()) if o <= cutoff] if keyed else []  # type: ignore[misc]
+
+
+def fitted_for(op: Deduplicator, entries: list[DedupEntry]) -> Deduplicator:
+    """`op` ready to decide over `entries`: itself, or for an operator fitted to the data
+    (`fit_sample_size`; `fit(keys)` -> state, `with_fit(state)` -> a copy), its copy fitted
+    on the seeded sample of the keys."""
+    size = getattr(op, "fit_sample_size", 0)
+    if not size:
+        return op
+    return op.with_fit(op.fit(fit_sample(entries, size, op.seed)))  # type: ignore[attr-defined]

@@ -29,8 +29,9 @@ from dj_synth.operators.dedup_decision import (
     Position,
     components,
     decide,
+    sample_cutoff,
+    sample_orders,
     stable_bucket,
-    star_edges,
 )
 
 from .recipe import Recipe
@@ -186,89 +187,144 @@ _STEPS: dict[tuple, Step] = {}
 
 
 # -- dedup as a distributed step ---------------------------------------------------
-# Map: each committed shard's keys -> (bucket, position) pairs, hash-partitioned.
-# Reduce: per partition, star edges between the members of each bucket. The driver
-# joins the edges into components (union-find over edges only: few, as they link
-# duplicate candidates). Map: entries of samples in a component, partitioned by
-# component. Reduce: `decide` per component. Same result as deciding globally
-# (see `dedup_decision`), without any process holding every key.
+# Map: each committed shard's keys -> (bucket, input ordinal, k) rows (int64 arrays, 24 B a
+# row), hash-partitioned. Reduce: per partition, star edges between the members of each
+# bucket, deduplicated. The driver joins the edges into components (union-find over edges
+# only: few, as they link duplicate candidates). Map: entries of samples in a component,
+# partitioned by component. Reduce: `decide` per component. Same result as deciding
+# globally (see `dedup_decision`), without any process holding every key. An operator
+# fitted to the data (semantic dedup's centroids) is fitted first on the driver from a
+# seeded sample that tasks pick (only the sample travels); an index whose keys have one
+# bucket each (`partitions`) skips the edges: its buckets are the components.
 
 
 def _shard_entries(task: StageTask, shard: int) -> list[DedupEntry]:
     return shard_entries(task.work_dir, task.stage, shard)
 
 
-def _dedup_op(task: StageTask) -> Deduplicator:
+def _dedup_op(task: StageTask, state: Any = None) -> Deduplicator:
     dedup = _runner(task).stages[task.stage].global_op
     assert isinstance(dedup, Deduplicator)
-    return dedup
+    return dedup if state is None else dedup.with_fit(state)  # type: ignore[attr-defined]
 
 
-def _bucket_map(task: StageTask, shard: int, parts: int) -> list[list[tuple[int, Position]]]:
-    index = _dedup_op(task).new_index()
-    out: list[list[tuple[int, Position]]] = [[] for _ in range(parts)]
-    for _, position, _, _, key in _shard_entries(task, shard):
-        for bucket in index.buckets(key):
-            b = stable_bucket(bucket)
-            out[b % parts].append((b, position))
+def _sample_orders(task: StageTask, shard: int, size: int, seed: int) -> np.ndarray:
+    """The shard's `size` smallest sample draws (only they can be in the fit sample)."""
+    positions = [e[1] for e in _shard_entries(task, shard) if e[4] is not None]
+    return np.sort(sample_orders(positions, seed))[:size]
+
+
+def _sample_keys(task: StageTask, shard: int, seed: int, cutoff: int) -> list:
+    keyed = [e for e in _shard_entries(task, shard) if e[4] is not None]
+    orders = sample_orders([e[1] for e in keyed], seed).tolist()
+    return [(e[1], e[4]) for e, o in zip(keyed, orders) if o <= cutoff]
+
+
+def _fit_on_sample(task: Any, op: Deduplicator, shards: list[ShardSpec]) -> Any:
+    """`op.fit` on the seeded sample of every shard's keys (as `dedup_decision.fit_sample`)."""
+    import ray
+
+    size, seed = op.fit_sample_size, op.seed  # type: ignore[attr-defined]
+    orders = ray.get([ray.remote(_sample_orders).remote(task, sh.index, size, seed)
+                      for sh in shards])  # fmt: skip
+    cutoff = sample_cutoff(np.concatenate(orders) if orders else np.zeros(0, np.uint64), size)
+    if cutoff is None:
+        return op.fit([])  # type: ignore[attr-defined]
+    picked = ray.get([ray.remote(_sample_keys).remote(task, sh.index, seed, cutoff)
+                      for sh in shards])  # fmt: skip
+    sample = sorted((p for part in picked for p in part), key=lambda p: p[0])
+    return op.fit([key for _, key in sample])  # type: ignore[attr-defined]
+
+
+def _bucket_map(task: StageTask, shard: int, parts: int, state: Any) -> list[np.ndarray]:
+    index = _dedup_op(task, state).new_index()
+    rows = [
+        (stable_bucket(bucket), o, k)
+        for _, (o, k), _, _, key in _shard_entries(task, shard)
+        for bucket in index.buckets(key)
+    ]
+    table = np.array(rows, dtype=np.int64).reshape(-1, 3)
+    part = table[:, 0] % parts
+    out = [table[part == p] for p in range(parts)]
     return out if parts > 1 else out[0]  # one return value per partition (num_returns)
 
 
-def _bucket_reduce(*chunks: list[tuple[int, Position]]) -> list[tuple[Position, Position]]:
-    members: dict[int, list[Position]] = {}
-    for chunk in chunks:
-        for bucket, position in chunk:
-            members.setdefault(bucket, []).append(position)
-    return [edge for group in members.values() if len(group) > 1 for edge in star_edges(group)]
+def _bucket_reduce(*chunks: np.ndarray) -> np.ndarray:
+    """(first member, member) edges of each bucket, as rows (o1, k1, o2, k2), no repeats."""
+    table = np.concatenate(chunks) if chunks else np.zeros((0, 3), dtype=np.int64)
+    table = table[np.lexsort((table[:, 2], table[:, 1], table[:, 0]))]  # bucket, position
+    new = np.ones(len(table), dtype=bool)
+    new[1:] = table[1:, 0] != table[:-1, 0]
+    first = np.maximum.accumulate(np.where(new, np.arange(len(table)), 0))
+    member = ~new
+    edges = np.concatenate([table[first[member], 1:], table[member, 1:]], axis=1)
+    return np.unique(edges, axis=0)
 
 
-def _component_map(task: StageTask, shard: int, comp: dict[Position, Position],
-                   parts: int) -> list[list[tuple[Position, DedupEntry]]]:  # fmt: skip
-    out: list[list[tuple[Position, DedupEntry]]] = [[] for _ in range(parts)]
+def _component_map(task: StageTask, shard: int, comp: dict[Position, Position] | None,
+                   parts: int, state: Any) -> list[list[tuple[Any, DedupEntry]]]:  # fmt: skip
+    """Entries by component: `comp` (None: the index's one bucket is the component)."""
+    index = _dedup_op(task, state).new_index() if comp is None else None
+    out: list[list[tuple[Any, DedupEntry]]] = [[] for _ in range(parts)]
     for entry in _shard_entries(task, shard):
-        root = comp.get(entry[1])
+        if index is not None:
+            buckets = index.buckets(entry[4])
+            root = stable_bucket(buckets[0]) if buckets else None
+        else:
+            root = comp.get(entry[1])  # type: ignore[union-attr]
         if root is not None:
             out[hash(root) % parts].append((root, entry))
     return out if parts > 1 else out[0]
 
 
-def _component_reduce(task: StageTask, *chunks: list[tuple[Position, DedupEntry]]) -> dict:
-    groups: dict[Position, list[DedupEntry]] = {}
+def _component_reduce(task: StageTask, state: Any, *chunks: list[tuple[Any, DedupEntry]]) -> dict:
+    groups: dict[Any, list[DedupEntry]] = {}
     for chunk in chunks:
         for root, entry in chunk:
             groups.setdefault(root, []).append(entry)
-    dedup = _dedup_op(task)
+    dedup = _dedup_op(task, state)
     drops: dict[Position, str] = {}
     for group in groups.values():
         drops.update(decide(dedup, group))
     return drops
 
 
-def distributed_decide(task: StageTask, shards: list[ShardSpec], parts: int) -> dict[Position, str]:
-    """A stage's dedup decision computed by Ray tasks (see the comment above)."""
+def distributed_decide(task: StageTask, shards: list[ShardSpec], parts: int,
+                       op: Deduplicator | None = None) -> dict[Position, str]:  # fmt: skip
+    """A stage's dedup decision computed by Ray tasks (see the comment above); `op` is the
+    driver's copy of the operator (fitted here when it needs a fit)."""
     import ray
 
     shipped = ray.put(task.without_drops())
-    bucket_map = (
-        ray.remote(_bucket_map).options(num_returns=parts) if parts > 1 else ray.remote(_bucket_map)
-    )
-    mapped = [bucket_map.remote(shipped, sh.index, parts) for sh in shards]
-    if parts == 1:
-        mapped = [[m] for m in mapped]
-    reduce = ray.remote(_bucket_reduce)
-    edges = ray.get([reduce.remote(*[m[p] for m in mapped]) for p in range(parts)])
-    comp = components(e for part in edges for e in part)
-    if not comp:
-        return {}
-    comp_ref = ray.put(comp)
+    state = None
+    if op is not None and getattr(op, "fit_sample_size", 0):
+        state = _fit_on_sample(shipped, op, shards)
+        op = op.with_fit(state)  # type: ignore[attr-defined]
+    partitions = op is not None and getattr(op.new_index(), "partitions", False)
+    comp_ref = None
+    if not partitions:
+        bucket_map = ray.remote(_bucket_map)
+        bucket_map = bucket_map.options(num_returns=parts) if parts > 1 else bucket_map
+        mapped = [bucket_map.remote(shipped, sh.index, parts, state) for sh in shards]
+        if parts == 1:
+            mapped = [[m] for m in mapped]
+        reduce = ray.remote(_bucket_reduce)
+        edges = ray.get([reduce.remote(*[m[p] for m in mapped]) for p in range(parts)])
+        comp = components(
+            ((a, b), (c, d)) for part in edges for a, b, c, d in part.tolist()
+        )
+        if not comp:
+            return {}
+        comp_ref = ray.put(comp)
     comp_map = ray.remote(_component_map)
     comp_map = comp_map.options(num_returns=parts) if parts > 1 else comp_map
-    mapped = [comp_map.remote(shipped, sh.index, comp_ref, parts) for sh in shards]
+    mapped = [comp_map.remote(shipped, sh.index, comp_ref, parts, state) for sh in shards]
     if parts == 1:
         mapped = [[m] for m in mapped]
     reduce = ray.remote(_component_reduce)
     drops: dict[Position, str] = {}
-    for part in ray.get([reduce.remote(shipped, *[m[p] for m in mapped]) for p in range(parts)]):
+    for part in ray.get([reduce.remote(shipped, state, *[m[p] for m in mapped])
+                         for p in range(parts)]):  # fmt: skip
         drops.update(part)
     return drops
 
@@ -333,7 +389,8 @@ class RayBackend:
         """A deduplicator by Ray tasks over its buckets (workers rebuild it from the task);
         a selector's entries (one small key per sample) are gathered here."""
         if isinstance(op, Deduplicator):
-            return distributed_decide(task, shards, parts=max(1, min(self.workers, len(shards))))
+            parts = max(1, min(self.workers, len(shards)))
+            return distributed_decide(task, shards, parts, op)
         return decide_gathered(task, op, shards)
 
     def close(self, cancel: bool = False) -> None:

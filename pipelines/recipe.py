@@ -347,7 +347,8 @@ def _check_keep_stats_keys(ops: list[Op], source: str) -> None:
     available: list[str] = []
     undeclared = False  # a custom filter that does not list its stats keys
     for op in ops:
-        if isinstance(op, Deduplicator) and op.ranked and op.keep_stats_key not in available:
+        ranks = isinstance(op, Deduplicator) and op.keep_policy != "first"
+        if ranks and op.keep_stats_key not in available:
             if undeclared:
                 continue
             known = ", ".join(available) or "none"
