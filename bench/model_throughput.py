@@ -1,7 +1,17 @@
-"""Model operator throughput: BLIP-2 recaptioning, CLIP, aesthetics and NSFW scoring, images/s.
+"""Model operator throughput: BLIP-2 recaptioning, CLIP, aesthetics and NSFW scoring, images/s;
+and the synthesis mappers: VLM answers (mllm_mapper), text-to-image (image_diffusion_mapper),
+LLM rewrites (sentence_augmentation_mapper, tiny only).
 
     python bench/model_throughput.py --device cuda            # real architectures, bf16 (GPU)
     python bench/model_throughput.py --tiny --device cpu      # CPU smoke check, tiny models
+    python bench/model_throughput.py --device cuda --only-synthesis --block cuda-synthesis
+    python bench/model_throughput.py --tiny --device cpu --only-synthesis --block cpu-tiny-synthesis
+
+Synthesis at full size (random weights, bf16): Qwen2-VL-2B (its published config: 675M vision
+tower + 1.5B Qwen2, M-RoPE; images at most 1280*28*28 pixels, the model card's suggestion),
+answers of 30 tokens (min = max new tokens, greedy); Stable Diffusion 1.5 (its published
+UNet / VAE / CLIP ViT-L text encoder configs, 512 px, DDIM, `--diffusion-steps` steps,
+classifier-free guidance), text-to-image, PNG files written as the operator does.
 
 The real architectures are built from their configs with RANDOM weights, in bf16, straight
 on the device (nothing is downloaded; throughput does not depend on the weights):
@@ -24,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import os
 import platform
 import shlex
 import shutil
@@ -43,6 +54,8 @@ from dj_synth.operators.batch import EOC_TOKEN, IMAGE_TOKEN
 from dj_synth.operators.clip_backends import HFClip
 from dj_synth.operators.ledger import Ledger
 from dj_synth.tools import tiny_models as tm
+
+SYNTHESIS = ("mllm", "diffusion", "rewrite")
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 GEN = dict(max_new_tokens=30, min_new_tokens=30, num_beams=1, do_sample=False)
@@ -159,6 +172,73 @@ def real_aesthetics(device: str, dtype):
     return model, transformers.CLIPImageProcessor()
 
 
+def real_qwen2_vl(device: str, dtype, max_pixels: int):
+    """Qwen2-VL-2B-Instruct's config (vision: 32 blocks of 1280, patch 14, 2x2 merge; text:
+    28 layers of 1536, 12 heads, 2 KV heads, vocabulary 151,936, tied embeddings)."""
+    tok = tm._qwen_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in tm._QWEN_SPECIALS}
+    text = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=32768,
+                tie_word_embeddings=True, bos_token_id=ids["<|endoftext|>"],
+                eos_token_id=ids["<|im_end|>"], pad_token_id=ids["<|endoftext|>"],
+                rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                                 "mrope_section": [16, 24, 24]})  # fmt: skip
+    config = transformers.Qwen2VLConfig(
+        vision_config=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2),
+        text_config=text, image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    model = build(transformers.Qwen2VLForConditionalGeneration, config, device, dtype)
+    fixed_length(model, ids["<|endoftext|>"], ids["<|im_end|>"])
+    vision = dict(size={"shortest_edge": 56 * 56, "longest_edge": max_pixels})
+    processor = transformers.Qwen2VLProcessor(
+        image_processor=transformers.Qwen2VLImageProcessor(**vision), tokenizer=tok,
+        video_processor=transformers.Qwen2VLVideoProcessor(**vision),
+        chat_template=tm._QWEN_CHAT_TEMPLATE,
+    )  # fmt: skip
+    return model, processor
+
+
+def fixed_length(model, pad: int, eos: int) -> None:
+    """Answers of exactly GEN's length: random weights would stop at a random EOS."""
+    for key, value in dict(pad_token_id=pad, eos_token_id=eos,
+                           min_new_tokens=GEN["min_new_tokens"]).items():  # fmt: skip
+        setattr(model.generation_config, key, value)
+
+
+def real_sd15(device: str, dtype):
+    """Stable Diffusion 1.5's components from their published configs (UNet 860M, VAE 84M,
+    CLIP ViT-L/14 text encoder 123M), a DDIM scheduler, no safety checker."""
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline
+    from diffusers import UNet2DConditionModel as UNet
+
+    tok = tm._clip_tokenizer()
+    with torch.device(device):
+        unet = UNet(sample_size=64, block_out_channels=(320, 640, 1280, 1280), layers_per_block=2,
+                    cross_attention_dim=768, attention_head_dim=8,
+                    down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+                    up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3)  # fmt: skip
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                            latent_channels=4, sample_size=512,
+                            down_block_types=("DownEncoderBlock2D",) * 4,
+                            up_block_types=("UpDecoderBlock2D",) * 4)  # fmt: skip
+        text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+            vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+            num_attention_heads=12, max_position_embeddings=77, bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id))  # fmt: skip
+    scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+                              clip_sample=False, set_alpha_to_one=False, steps_offset=1)  # fmt: skip
+    pipe = StableDiffusionPipeline(
+        vae=vae.to(dtype).eval(), text_encoder=text_encoder.to(dtype).eval(), tokenizer=tok,
+        unet=unet.to(dtype).eval(), scheduler=scheduler, safety_checker=None,
+        feature_extractor=None, requires_safety_checker=False,
+    )  # fmt: skip
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
 def real_nsfw(device: str, dtype):
     """Falconsai/nsfw_image_detection's architecture: ViT-B/16 at 224 px, two labels."""
     config = transformers.ViTConfig(image_size=224, patch_size=16, num_labels=2,
@@ -178,12 +258,17 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_op(op, rows: list[dict], device: str, repeats: int) -> float:
-    """Best wall seconds of op.run over a fresh batch (after warm-up runs on a slice)."""
+def time_op(op, rows: list[dict], device: str, repeats: int, before=None) -> float:
+    """Best wall seconds of op.run over a fresh batch (after warm-up runs on a slice);
+    `before()` runs before each run (e.g. a fresh folder for generated images)."""
     for _ in range(2):  # generate() is slow on its first two calls
+        if before:
+            before()
         op.run(fresh_batch(rows[: max(2, op.gpu_batch_size)]), Ledger())
     best = float("inf")
     for _ in range(repeats):
+        if before:
+            before()
         ledger = Ledger()
         sync(device)
         start = time.perf_counter()
@@ -230,8 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clip-batch-sizes", type=int, nargs="+", default=[64, 256])
     ap.add_argument("--repeats", type=int, default=1, help="timed runs per setting (best kept)")
     ap.add_argument(
-        "--skip", choices=["caption", "clip", "aesthetics", "nsfw"], action="append", default=[]
+        "--skip", choices=["caption", "clip", "aesthetics", "nsfw", *SYNTHESIS], action="append",
+        default=[],
     )
+    ap.add_argument("--only-synthesis", action="store_true",
+                    help="only the synthesis mappers (mllm, diffusion, rewrite)")
+    ap.add_argument("--n-synthesis", type=int, help="samples per synthesis run (64; tiny 16)")
+    ap.add_argument("--mllm-batch-sizes", type=int, nargs="+", help="(1 8 32; tiny 1 8)")
+    ap.add_argument("--diffusion-batch-sizes", type=int, nargs="+", help="(1 4 16; tiny 1 4)")
+    ap.add_argument("--diffusion-steps", type=int, help="denoising steps (25; tiny 2)")
+    ap.add_argument("--max-pixels", type=int, default=1280 * 28 * 28,
+                    help="Qwen2-VL image budget in pixels (model card: 1280*28*28)")
+    ap.add_argument("--block", help="RESULTS.md block name (default: DEVICE[-tiny])")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=RESULTS)
     ap.add_argument("--no-write", action="store_true")
@@ -239,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         ap.error("--device cuda but torch.cuda.is_available() is False")
     tiny, dev = args.tiny, args.device
+    if args.only_synthesis:
+        args.skip += ["caption", "clip", "aesthetics", "nsfw"]
     n_cap = args.n_caption or (32 if tiny else 512)
     n_clip = args.n_clip or (64 if tiny else 2048)
     n_loop = max(2, args.n_loop or (8 if tiny else 64))
@@ -249,7 +346,11 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="dj_model_bench_"))
     t0 = time.perf_counter()
     (work / "images").mkdir()
-    paths = make_images(work / "images", max(n_cap, n_clip), args.seed)
+    n_syn = args.n_synthesis or (16 if tiny else 64)
+    wanted = [n_cap if "caption" not in args.skip else 0, n_syn]
+    if not {"clip", "aesthetics", "nsfw"} <= set(args.skip):
+        wanted.append(n_clip)
+    paths = make_images(work / "images", max(wanted), args.seed)
     print(f"{len(paths)} JPEGs in {time.perf_counter() - t0:.1f} s under {work}", flush=True)
     rows_cap, rows_clip = (
         rows_for(paths[:n_cap], args.seed),
@@ -277,7 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             assert 3.6e9 < n < 4.0e9, n
             notes.append(f"BLIP-2 OPT-2.7B (random weights): {n / 1e9:.3f}B parameters")
-            cap.device = dev  # what setup() records
+            cap.device, cap._prepared = dev, True  # what setup() records (run() skips it)
             cap._model, cap.hf_img2seq, name = (
                 (model, processor),
                 "blip2-opt-2.7b (random)",
@@ -315,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
                 op.prepare(dev)
                 name = "CLIP (tiny)"
             else:
-                op.device = dev
+                op.device, op._prepared = dev, True
                 op._model, name = real_clip(arch, dev, dtype), f"CLIP {arch}"
                 notes.append(
                     f"{name} (random weights): {n_params(op._model.model) / 1e6:.0f}M parameters"
@@ -344,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
             op.prepare(dev)
             name = f"{label} (tiny)"
         else:
-            op.device, name = dev, f"{label} (random)"
+            op.device, op._prepared, name = dev, True, f"{label} (random)"
             op._model = (real_aesthetics if key == "aesthetics" else real_nsfw)(dev, dtype)
             notes.append(
                 f"{name}: {n_params(op._model[0].tower if key == 'aesthetics' else op._model[0]) / 1e6:.0f}M parameters (vision tower)"
@@ -357,13 +458,104 @@ def main(argv: list[str] | None = None) -> int:
                   flush=True)  # fmt: skip
         op._model = None
 
+    synthesis(args, rows_for(paths[:n_syn], args.seed), tiny_dirs, work, common, dtype, results,
+              notes)  # fmt: skip
     shutil.rmtree(work, ignore_errors=True)
     block = render(args, results, notes, argv)
     print("\n" + block)
     if not args.no_write:
-        write_block(args.out, block, f"{dev}-tiny" if tiny else dev)
+        write_block(args.out, block, args.block or (f"{dev}-tiny" if tiny else dev))
         print(f"\nwritten to {args.out}")
     return 0
+
+
+def synthesis(args, rows, tiny_dirs, work, common, dtype, results, notes) -> None:
+    """mllm_mapper, image_diffusion_mapper (text2image) and sentence_augmentation_mapper."""
+    tiny, dev = args.tiny, args.device
+    n = len(rows)
+
+    def report(name: str, bs: int, count: int, seconds: float, unit: str = "images/s") -> None:
+        results.append((name, "op.run", bs, count, seconds))
+        print(f"{name} op.run bs={bs}: {count} in {seconds:.2f} s = {rate(count / seconds)} {unit}",
+              flush=True)  # fmt: skip
+
+    if "mllm" not in args.skip:
+        op = get_operator("mllm_mapper")(
+            hf_model=tiny_dirs["qwen2_vl"], temperature=0.0, max_new_tokens=GEN["max_new_tokens"],
+            prompt="Describe the image in at most ten words.", **common,
+        )  # fmt: skip
+        if tiny:
+            op.prepare(dev)
+            config = op._model[0].generation_config
+            fixed_length(op._model[0], config.pad_token_id, config.eos_token_id)
+            name = "mllm_mapper Qwen2-VL (tiny)"
+        else:
+            t0 = time.perf_counter()
+            model, processor = real_qwen2_vl(dev, dtype, args.max_pixels)
+            count = n_params(model)
+            print(f"Qwen2-VL-2B built in {time.perf_counter() - t0:.1f} s: {count / 1e9:.3f}B "
+                  "parameters", flush=True)  # fmt: skip
+            notes.append(f"Qwen2-VL-2B (random weights): {count / 1e9:.3f}B parameters, images "
+                         f"<= {args.max_pixels:,} pixels, answers of {GEN['max_new_tokens']} tokens")  # fmt: skip
+            op.device, op._model, op._prepared = dev, (model, processor), True
+            name = "mllm_mapper Qwen2-VL-2B"
+        for bs in args.mllm_batch_sizes or ([1, 8] if tiny else [1, 8, 32]):
+            op.gpu_batch_size = bs
+            report(name, bs, len(rows), time_op(op, rows, dev, args.repeats))
+        op._model = None
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+
+    if "diffusion" not in args.skip:
+        steps = args.diffusion_steps or (2 if tiny else 25)
+        op = get_operator("image_diffusion_mapper")(
+            hf_diffusion=tiny_dirs["stable_diffusion"], mode="text2image",
+            num_inference_steps=steps, keep_original_sample=False, accelerator=dev,
+            torch_dtype=common["dtype"],  # Data-Juicer's name for it
+        )  # fmt: skip
+        if tiny:
+            op.prepare(dev)
+            name = f"image_diffusion_mapper text2image SD (tiny, 32 px, {steps} steps)"
+        else:
+            t0 = time.perf_counter()
+            pipe = real_sd15(dev, dtype)
+            count = sum(n_params(m) for m in (pipe.unet, pipe.vae, pipe.text_encoder))
+            print(f"SD 1.5 built in {time.perf_counter() - t0:.1f} s: {count / 1e9:.3f}B "
+                  "parameters", flush=True)  # fmt: skip
+            notes.append(f"Stable Diffusion 1.5 (random weights): {count / 1e9:.3f}B parameters, "
+                         f"512 px, {steps} DDIM steps, guidance 7.5")  # fmt: skip
+            op.device, op._model, op._prepared = dev, pipe, True
+            name = f"image_diffusion_mapper text2image SD 1.5 ({steps} steps)"
+        folders = iter(range(1_000_000))
+
+        def fresh_folder() -> None:  # every run draws every image (none reused)
+            op.save_dir = str(work / "generated" / str(next(folders)))
+
+        m = min(n, 16 if tiny else 64)
+        for bs in args.diffusion_batch_sizes or ([1, 4] if tiny else [1, 4, 16]):
+            op.gpu_batch_size = bs
+            report(name, bs, m, time_op(op, rows[:m], dev, args.repeats, fresh_folder))
+        op._model = None
+        if dev == "cuda":
+            torch.cuda.empty_cache()
+
+    if "rewrite" not in args.skip and tiny:  # the full-size LLM is not measured here
+        op = get_operator("sentence_augmentation_mapper")(
+            hf_model=tiny_dirs["causal_lm"], temperature=0.0, system_prompt="Be brief.",
+            task_sentence="Rewrite it as one short caption.",
+            max_new_tokens=GEN["max_new_tokens"], **common,
+        )  # fmt: skip
+        op.prepare(dev)
+        lm = op._model[0]
+        fixed_length(lm, lm.generation_config.pad_token_id, lm.generation_config.eos_token_id)
+        for bs in (1, 16):
+            op.gpu_batch_size = bs
+            report("sentence_augmentation_mapper OPT (tiny)", bs, len(rows),
+                   time_op(op, rows, dev, args.repeats), "captions/s")  # fmt: skip
+    load = os.getloadavg()
+    notes.append(f"synthesis runs: load average {load[0]:.1f} / {load[1]:.1f} (1 / 5 min) on "
+                 f"{os.cpu_count()} cores at the end, a shared machine: the figures are noisy; "
+                 "rewrites count as images (one caption each)")  # fmt: skip
 
 
 def device_name(dev: str) -> str:
@@ -386,8 +578,10 @@ def device_name(dev: str) -> str:
 def render(args, results, notes, argv) -> str:
     dev, tiny = args.device, args.tiny
     cmd = "python bench/model_throughput.py " + shlex.join(sys.argv[1:] if argv is None else argv)
+    models = ("Qwen2-VL-2B / SD 1.5 synthesis" if args.only_synthesis
+              else "BLIP-2 OPT-2.7B / CLIP")  # fmt: skip
     title = ("CPU smoke check with tiny random models — not a performance figure" if tiny
-             else "BLIP-2 OPT-2.7B / CLIP, random weights, bf16")  # fmt: skip
+             else f"{models}, random weights, bf16")  # fmt: skip
     lines = [
         f"### Model throughput ({dev}{', tiny' if tiny else ''}): {title}",
         "",
