@@ -2,7 +2,8 @@
 
 `preprocess_images` runs on CPU threads (ahead of the accelerator);
 `embed_images` / `embed_texts` run on the device and return L2-normalised
-float32 rows on the CPU, so a dot product is the cosine similarity.
+float32 numpy rows, so a dot product is the cosine similarity (numpy, not tensors:
+a score computed from cached embeddings never imports torch).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class HFClip:
         with torch.inference_mode():
             batch = _stacked(pixels).to(self.device, self.dtype)
             emb = _features(self.model.get_image_features(pixel_values=batch))
-        return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        return _rows(emb)
 
     def embed_texts(self, texts: list[str]) -> list:
         import torch
@@ -39,7 +40,14 @@ class HFClip:
         )
         with torch.inference_mode():
             emb = _features(self.model.get_text_features(**tok.to(self.device)))
-        return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        return _rows(emb)
+
+
+def _rows(emb: Any) -> list:
+    """L2-normalised float32 numpy rows of a (N, D) tensor."""
+    import torch
+
+    return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu().numpy())
 
 
 def _stacked(pixels: Any) -> Any:
@@ -78,14 +86,14 @@ class OpenClip:
 
         with torch.inference_mode():
             emb = self.model.encode_image(_stacked(pixels).to(self.device, self.dtype))
-        return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        return _rows(emb)
 
     def embed_texts(self, texts: list[str]) -> list:
         import torch
 
         with torch.inference_mode():
             emb = self.model.encode_text(self.tokenizer(texts).to(self.device))
-        return list(torch.nn.functional.normalize(emb.float(), dim=-1).cpu())
+        return _rows(emb)
 
 
 def _precision(dtype: Any) -> str:

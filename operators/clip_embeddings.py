@@ -19,6 +19,8 @@ from .models import CLIP, ModelOp, check_dtype, resolve_model_path
 class ClipEmbedder(ModelOp):
     """Embeds samples with CLIP (`hf_clip`, or open_clip's `open_clip_model`)."""
 
+    output_modules = ("dj_synth.operators.clip_backends",)  # its embeddings come from there
+
     def init_clip(
         self,
         hf_clip: str,
@@ -66,7 +68,7 @@ class ClipEmbedder(ModelOp):
                 for text in batch.texts
             ]
             distinct = sorted(set(texts))
-            found = self.map_batched(distinct, lambda c, _: _arrays(self._model.embed_texts(c)))
+            found = self.map_batched(distinct, lambda c, _: self._model.embed_texts(c))
             emb = dict(zip(distinct, found))
             rows = [emb[t] for t in texts]
         else:
@@ -77,17 +79,12 @@ class ClipEmbedder(ModelOp):
                 return self._model.preprocess_images([self.pixels(media, p) for p in chunk])  # type: ignore[attr-defined]
 
             found = self.map_batched(
-                paths, lambda px, _: _arrays(self._model.embed_images(px)), prepare
+                paths, lambda px, _: self._model.embed_images(px), prepare
             )
             emb = dict(zip(paths, found))
             rows = [unit(np.mean([emb[p] for p in row], axis=0)) if row else None
                     for row in batch.images]  # fmt: skip
         return [None if r is None else r.astype(np.float16).tobytes() for r in rows]
-
-
-def _arrays(rows: list) -> list:
-    """Model outputs as numpy rows (cached as arrays: a cached rerun never imports torch)."""
-    return [r.numpy() for r in rows]
 
 
 def unit(v: Any) -> Any:

@@ -25,6 +25,7 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
 
     stats_key = "image_text_similarity"
     stats_keys = ("image_text_similarity",)
+    output_modules = ("dj_synth.operators.clip_backends",)  # its embeddings come from there
 
     def __init__(
         self,

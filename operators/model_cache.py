@@ -94,9 +94,12 @@ class ModelCache:
 
     # -- values ------------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """The values found for `keys` (a damaged value counts as a miss and is deleted).
+        One SQLite transaction for the lot: each LRU read also writes its access time."""
         found = {}
-        for key in keys:
-            raw = self.store.get(key)
+        with self.store.transact():
+            raws = [(key, self.store.get(key)) for key in keys]
+        for key, raw in raws:
             if raw is None:
                 self.misses += 1
                 continue
@@ -111,8 +114,10 @@ class ModelCache:
         return found
 
     def set_many(self, values: dict[str, Any]) -> None:
-        for key, value in values.items():
-            self.store.set(key, _encode(value))
+        encoded = [(key, _encode(value)) for key, value in values.items()]
+        with self.store.transact():  # one commit per slice, not one per value
+            for key, raw in encoded:
+                self.store.set(key, raw)
 
     def close(self) -> None:
         self.store.close()
@@ -234,11 +239,14 @@ def init_arguments(cls: type) -> set[str]:
 
 
 def code_identity(cls: type) -> str:
-    """The source of the operator's class and its bases: edited code misses the cache."""
+    """The source of the operator's class and its bases, and of the modules its outputs
+    come from (`output_modules`, e.g. the CLIP backends): edited code misses the cache."""
+    import importlib
     import inspect
 
     h = hashlib.blake2b(digest_size=16)
-    for klass in cls.__mro__:
+    modules = [importlib.import_module(m) for m in getattr(cls, "output_modules", ())]
+    for klass in [*cls.__mro__, *modules]:
         try:
             path = inspect.getsourcefile(klass)
         except TypeError:  # builtins

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -73,6 +74,24 @@ def test_rerun_after_a_threshold_change_computes_nothing(tmp_path, data, tiny_mo
     # computed without the cache: the same bytes
     fresh, out4, ops4 = _run(recipe, "use_cache=false")
     assert out4 == out1 and _cache(ops4) == [(0, 0), (0, 0)]
+
+
+def test_a_fully_cached_rerun_never_imports_torch(tmp_path, data, tiny_models):
+    """Cached captions and CLIP embeddings come back as plain values: a rerun that finds
+    everything loads no model and does not even import torch (seconds per worker)."""
+    cache = tmp_path / "cache"
+    recipe = _recipe(tmp_path, data, tiny_models, cache)
+    _run(recipe)
+    probe = (
+        "import sys\nfrom dj_synth.pipelines.cli import entry\n"
+        f"sys.argv = ['dj-run', {str(recipe)!r}, '-q', '--set', "
+        "'image_text_similarity_filter.min_score=0.0']\n"
+        "try:\n    entry()\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+        "print('torch imported:', 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout
 
 
 def test_what_changes_the_output_misses(tmp_path, data, tiny_models):
