@@ -10,6 +10,7 @@ failed: ..."), never an opaque broken pool.
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -65,9 +66,13 @@ def _init_pool_worker(recipe: Recipe, run_id: str, final_pass: bool, counter: An
 
 
 def start_method(ops: list[Op]) -> str:
-    """`fork` is fastest; `spawn` when an operator holds torch, or when this process runs
-    other threads (e.g. an in-process Ray client): forking either can hang a worker."""
-    fork_safe = all(op.fork_safe and op.accelerator != "cuda" for op in ops)
+    """`fork` is fastest; `spawn` when this process holds torch state that an operator will
+    use (torch imported here: its thread pools and CUDA state do not survive a fork) or runs
+    other threads (e.g. an in-process Ray client): forking either can hang a worker. Models
+    load lazily in the workers, so a plain `dj-run` forks even for model operators."""
+    fork_safe = "torch" not in sys.modules or all(
+        op.fork_safe and op.accelerator != "cuda" for op in ops
+    )
     return "fork" if fork_safe and threading.active_count() == 1 else "spawn"
 
 
