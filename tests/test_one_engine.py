@@ -8,6 +8,8 @@ engine looks like inside.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -294,3 +296,21 @@ def test_checkpoint_frames_keep_infinite_and_nan_keys(tmp_path):
     assert [sv.key for sv in back][:2] == [float("inf"), float("-inf")] and back[3].key == 2.5
     assert back[2].key[0] == b"\x01" and math.isnan(back[2].key[1])
     assert all(sv.rank == float("-inf") for sv in back)
+
+
+def test_model_recipes_fork_unless_this_process_holds_torch(tiny_models):
+    """Models load lazily in the workers, so a fresh `dj-run` forks them (no re-import per
+    worker); once this process has imported torch, forking could hang a worker: spawn."""
+    probe = (
+        "import sys\n"
+        "from dj_synth.operators import get_operator\n"
+        "from dj_synth.pipelines.worker import start_method\n"
+        f"op = get_operator('image_text_similarity_filter')(hf_clip={tiny_models['clip']!r}, "
+        "accelerator='cpu')\n"
+        "before = start_method([op])\n"
+        "import torch\n"
+        "print(before, start_method([op]), 'torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["fork", "spawn", "True"]
