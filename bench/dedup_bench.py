@@ -427,6 +427,7 @@ def hamming_replay(n: int, threshold: int, seed: int = 0) -> dict:
     thumbs = np.random.default_rng(seed).integers(0, 256, (1024, 192), dtype=np.uint8)
     originals: list[tuple[int, bytes]] = []
     marks, out, dropped, t0 = {n // 10, n // 2, n}, {}, 0, time.perf_counter()
+    cpu0 = time.process_time()
     for i in range(1, n + 1):
         if originals and rng.random() < 0.1:
             h, look = rng.choice(originals)
@@ -438,7 +439,8 @@ def hamming_replay(n: int, threshold: int, seed: int = 0) -> dict:
         dropped += index.admit(((f"{h:016x}",), None, (look,)), SampleRef(i, "h", i), i) is not None
         if i in marks:
             out[i] = (round(time.perf_counter() - t0, 1), dropped,
-                      round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024))  # fmt: skip
+                      round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                      round(time.process_time() - cpu0, 1))  # fmt: skip
             print(f"  hamming replay t={threshold} {i:,}: {out[i]}", file=sys.stderr, flush=True)
     return out
 
