@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import simplejpeg
 from PIL import Image, ImageFile, ImageOps
@@ -202,14 +202,27 @@ def verify_complete(path: str, image_format: str) -> None:
         decode_rgb(path)  # raises "undecodable image: ... truncated" for a cut file
 
 
-class MediaCache:
-    """Per-batch cache: each image file is stat'ed, header-read and decoded at most once."""
+@dataclass
+class MediaFacts:
+    """What a batch learned about its files without decoding them (sizes, headers): small
+    and picklable, so it travels with the batch from ingest to the operators."""
 
-    def __init__(self) -> None:
-        self._sizes: dict[str, int] = {}
-        self._headers: dict[str, ImageHeader] = {}
+    sizes: dict[str, int] = field(default_factory=dict)
+    headers: dict[str, ImageHeader] = field(default_factory=dict)
+
+
+class MediaCache:
+    """Per-batch cache: each image file is stat'ed, header-read and decoded at most once
+    (the stat and header once per stage: `facts()` seeds the next cache of the batch)."""
+
+    def __init__(self, known: MediaFacts | None = None) -> None:
+        self._sizes: dict[str, int] = dict(known.sizes) if known else {}
+        self._headers: dict[str, ImageHeader] = dict(known.headers) if known else {}
         self._rgb: dict[str, Image.Image] = {}
         self._reduced: dict[tuple[str, int], Image.Image] = {}
+
+    def facts(self) -> MediaFacts:
+        return MediaFacts(dict(self._sizes), dict(self._headers))
 
     def file_size(self, path: str) -> int:
         if path not in self._sizes:

@@ -23,7 +23,7 @@ import orjson
 from dj_synth.operators.base import DEDUP_KEY, GlobalOp, Op
 from dj_synth.operators.batch import MISSING, STATS, Batch, BatchContext, SampleRef
 from dj_synth.operators.ledger import Ledger, OpMetrics, QuarantineRecord
-from dj_synth.operators.media import MediaCache
+from dj_synth.operators.media import MediaCache, MediaFacts
 from dj_synth.operators.models import pick_device
 
 from .dataset import IngestError, RawItem, Unreadable, check_sample, parse_line
@@ -154,6 +154,7 @@ class Work:
     refs: list[SampleRef]
     ledger: Ledger
     out: StageOutput
+    media: MediaFacts = field(default_factory=MediaFacts)  # headers read on entry, reused
 
 
 class StageRunner:
@@ -204,14 +205,15 @@ class StageRunner:
         else:
             rows = [orjson.loads(item.payload) for item in items]
             batch = Batch.from_rows(rows, [item.ref for item in items], ctx)
-        return Work(stage_index, batch.columns, batch.refs, ledger, out)
+        return Work(stage_index, batch.columns, batch.refs, ledger, out, ctx.media.facts())
 
     def apply(self, work: Work, ops: list[Op]) -> None:
-        batch = Batch(work.columns, work.refs, self._context())
+        batch = Batch(work.columns, work.refs, self._context(work.media))
         for op in ops:
             if not len(batch):
                 break
             batch = op.run(batch, work.ledger)
+        work.media = batch.ctx.media.facts()
         batch.ctx.media.clear()
         work.columns, work.refs = batch.columns, batch.refs
 
@@ -221,8 +223,8 @@ class StageRunner:
         self._collect(stage, batch, work.ledger, work.out)
         return work.out
 
-    def _context(self) -> BatchContext:
-        return BatchContext(media=MediaCache(), **self.ctx_args)
+    def _context(self, known: MediaFacts | None = None) -> BatchContext:
+        return BatchContext(media=MediaCache(known), **self.ctx_args)
 
     def _ingest(
         self, items: list[RawItem], ctx: BatchContext, ledger: Ledger, out: StageOutput

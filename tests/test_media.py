@@ -370,3 +370,29 @@ def test_reduced_decode_falls_back_to_pil(tmp_path):
     trunc.write_bytes(trunc.read_bytes()[:20000])
     with pytest.raises(MediaError, match="undecodable image.*trunc.jpg"):
         decode_rgb(str(trunc), reduce_to=32)
+
+
+def test_each_header_is_read_once_per_stage_ingest_included(tmp_path, monkeypatch):
+    """The header read on entry (image_check: header) serves the image filters after it."""
+    import json
+
+    from helpers import write_recipe
+
+    from dj_synth.pipelines.recipe import load_recipe
+    from dj_synth.pipelines.run import run_recipe
+
+    rows = []
+    for i in range(6):
+        Image.new("RGB", (20 + i, 30)).save(tmp_path / f"{i}.jpg")
+        rows.append({"text": f"<__dj__image> {i}", "images": [f"{i}.jpg"]})
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    reads = []
+    monkeypatch.setattr(media, "read_header", lambda p: reads.append(p) or read_header(p))
+    recipe = write_recipe(
+        tmp_path / "r.yaml", dataset_path=str(tmp_path / "d.jsonl"), np=1,
+        export_path=str(tmp_path / "o" / "r.jsonl"),
+        process=[{"image_shape_filter": {"min_width": 22}}, {"image_aspect_ratio_filter": {}}],
+    )  # fmt: skip
+    summary = run_recipe(load_recipe(recipe), progress=False)
+    assert summary["exported_samples"] == 4
+    assert sorted(reads) == sorted(str(tmp_path / f"{i}.jpg") for i in range(6))
