@@ -1,10 +1,11 @@
-"""CLIP embeddings as the key of a global operator (one vector per sample, float16 bytes).
+"""CLIP for operators: its arguments, its load, and one embedding per sample (float16 bytes).
 
-Shared by the operators that decide from embeddings (`cluster_balanced_selector`,
-`image_embedding_deduplicator`): the CLIP arguments, the model load, and the
-embedding of each sample's text or images through `ModelOp.map_batched` (so the
-model-output cache serves reruns: a rerun with other selection or dedup settings
-embeds nothing again). A mixin, so its source is part of the cache's code identity.
+Shared by every CLIP operator (`image_text_similarity_filter`, and those that decide
+from embeddings: `cluster_balanced_selector`, `image_embedding_deduplicator`): the CLIP
+arguments, the model load, and the embedding of each sample's text or images through
+`ModelOp.map_batched` (so the model-output cache serves reruns: a rerun with other
+selection or dedup settings embeds nothing again). A mixin, so its source is part of the
+cache's code identity.
 """
 
 from __future__ import annotations

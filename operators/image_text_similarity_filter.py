@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from .batch import Batch
+from .clip_embeddings import ClipEmbedder
 from .image_text_scoring import ImageTextScoreFilter
-from .models import CLIP, check_dtype, flip_image, resolve_model_path
+from .models import flip_image
 from .registry import register
 
 
 @register("image_text_similarity_filter")
-class ImageTextSimilarityFilter(ImageTextScoreFilter):
+class ImageTextSimilarityFilter(ClipEmbedder, ImageTextScoreFilter):
     """Stat `image_text_similarity`: per chunk with images, the cosine similarity of the
     CLIP image and text embeddings, reduced over the chunk's images by `reduce_mode`.
 
@@ -25,7 +26,6 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
 
     stats_key = "image_text_similarity"
     stats_keys = ("image_text_similarity",)
-    output_modules = ("dj_synth.operators.clip_backends",)  # its embeddings come from there
 
     def __init__(
         self,
@@ -45,36 +45,11 @@ class ImageTextSimilarityFilter(ImageTextScoreFilter):
     ) -> None:
         super().__init__(**kwargs)
         self.check_reduce_mode(reduce_mode)
-        self.hf_clip, self.trust_remote_code = hf_clip, trust_remote_code
         self.min_score, self.max_score = min_score, max_score
         self.horizontal_flip, self.vertical_flip = horizontal_flip, vertical_flip
         self.any_or_all, self.reduce_mode = any_or_all, reduce_mode
-        self.open_clip_model, self.open_clip_pretrained = open_clip_model, open_clip_pretrained
-        self.gpu_batch_size, self.dtype = gpu_batch_size, dtype
-        check_dtype(dtype)
-        if open_clip_model is None:
-            self.model_path = resolve_model_path(
-                hf_clip, kind=CLIP, arg="hf_clip", trust_remote_code=trust_remote_code
-            )
-        else:
-            self.model_path = open_clip_pretrained
-            if open_clip_pretrained is not None:
-                import os
-
-                if not os.path.exists(open_clip_pretrained):
-                    raise FileNotFoundError(
-                        f"open_clip_pretrained {open_clip_pretrained} does not exist"
-                    )
-
-    # -- model ------------------------------------------------------------
-    def load_model(self, device: str) -> Any:
-        from .clip_backends import load_clip
-
-        return load_clip(
-            self.hf_clip if self.open_clip_model is None else None,
-            self.model_path, self.open_clip_model, device,
-            self.model_dtype(device), self.trust_remote_code,
-        )  # fmt: skip
+        self.init_clip(hf_clip, trust_remote_code, open_clip_model, open_clip_pretrained,
+                       gpu_batch_size, dtype)  # fmt: skip
 
     # -- stats ------------------------------------------------------------
     def score_pairs(
