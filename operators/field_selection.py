@@ -11,7 +11,34 @@ import math
 import sys
 from typing import Any
 
+from .base import Selector
 from .batch import MISSING, Batch
+
+
+class TopFieldSelector(Selector):
+    """Data-Juicer's `field_key`, `top_ratio`, `topk`, `reverse` and their checks: the
+    arguments of the top-k and frequency selectors (`topk` counts `topk_counts`)."""
+
+    topk_counts = "samples"
+
+    def __init__(
+        self,
+        field_key: str = "",
+        top_ratio: float | None = None,
+        topk: int | None = None,
+        reverse: bool = True,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        check_field_key(self.name, field_key)
+        check_ratio(self.name, "top_ratio", top_ratio)
+        check_count(self.name, "topk", topk)
+        if not top_ratio and topk is None:
+            raise ValueError(
+                f"{self.name}: set topk (a count of {self.topk_counts}) or top_ratio (0-1)"
+            )
+        self.field_key, self.top_ratio, self.topk = field_key, top_ratio, topk
+        self.reverse = reverse
 
 
 def field_values(batch: Batch, field_key: str) -> list[Any]:

@@ -7,12 +7,9 @@ import json
 import math
 from typing import Any
 
-from .base import Selector
 from .batch import Batch
 from .field_selection import (
-    check_count,
-    check_field_key,
-    check_ratio,
+    TopFieldSelector,
     count_from,
     field_values,
     shown,
@@ -21,7 +18,7 @@ from .registry import register
 
 
 @register("frequency_specified_field_selector")
-class FrequencySpecifiedFieldSelector(Selector):
+class FrequencySpecifiedFieldSelector(TopFieldSelector):
     """Groups the samples by their `field_key` value (dotted for nested fields,
     `meta.source`), ranks the groups by size (`reverse: true`: the largest first; equal
     sizes keep first-seen order) and keeps every sample of the first `topk` groups (or
@@ -33,22 +30,7 @@ class FrequencySpecifiedFieldSelector(Selector):
     `top_ratio`, is refused (Data-Juicer keeps every sample).
     """
 
-    def __init__(
-        self,
-        field_key: str = "",
-        top_ratio: float | None = None,
-        topk: int | None = None,
-        reverse: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        check_field_key(self.name, field_key)
-        check_ratio(self.name, "top_ratio", top_ratio)
-        check_count(self.name, "topk", topk)
-        if not top_ratio and topk is None:
-            raise ValueError(f"{self.name}: set topk (a count of values) or top_ratio (0-1)")
-        self.field_key, self.top_ratio, self.topk = field_key, top_ratio, topk
-        self.reverse = reverse
+    topk_counts = "values"
 
     def compute_key(self, batch: Batch) -> list[Any]:
         return [_group_key(v) for v in field_values(batch, self.field_key)]

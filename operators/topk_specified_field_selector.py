@@ -4,12 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Selector
 from .batch import Batch
 from .field_selection import (
-    check_count,
-    check_field_key,
-    check_ratio,
+    TopFieldSelector,
     count_from,
     field_values,
     key_number,
@@ -21,7 +18,7 @@ from .registry import register
 
 
 @register("topk_specified_field_selector")
-class TopkSpecifiedFieldSelector(Selector):
+class TopkSpecifiedFieldSelector(TopFieldSelector):
     """Keeps the `topk` samples (or `top_ratio` of them; with both, the fewer) with the
     highest `field_key` value (`reverse: false`: the lowest).
 
@@ -33,23 +30,6 @@ class TopkSpecifiedFieldSelector(Selector):
     the sample ranks last for the second; and setting neither `topk` nor `top_ratio` is
     refused (Data-Juicer keeps every sample).
     """
-
-    def __init__(
-        self,
-        field_key: str = "",
-        top_ratio: float | None = None,
-        topk: int | None = None,
-        reverse: bool = True,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        check_field_key(self.name, field_key)
-        check_ratio(self.name, "top_ratio", top_ratio)
-        check_count(self.name, "topk", topk)
-        if not top_ratio and topk is None:
-            raise ValueError(f"{self.name}: set topk (a count) or top_ratio (0-1)")
-        self.field_key, self.top_ratio, self.topk = field_key, top_ratio, topk
-        self.reverse = reverse
 
     def compute_key(self, batch: Batch) -> list[float | str | None]:
         return [number_key(v) for v in field_values(batch, self.field_key)]
