@@ -217,6 +217,20 @@ def load_hf_model(
     return model.to(device).eval()
 
 
+def load_causal_lm(
+    path: str, device: str, dtype: Any, trust_remote_code: bool = False
+) -> tuple[Any, Any]:
+    """(model, tokenizer) of a local causal LM folder, the model as `load_hf_model` loads it."""
+    from transformers import AutoTokenizer
+
+    quiet_transformers()
+    tokenizer = AutoTokenizer.from_pretrained(
+        path, local_files_only=True, trust_remote_code=trust_remote_code
+    )
+    model = load_hf_model(path, "AutoModelForCausalLM", device, dtype, trust_remote_code)
+    return model, tokenizer
+
+
 def load_hf_processor(path: str, trust_remote_code: bool = False, image_only: bool = False):
     """The folder's processor (or only its image processor), from either file layout."""
     import transformers

@@ -13,8 +13,7 @@ from .models import (
     ModelNotFoundError,
     ModelOp,
     check_dtype,
-    load_hf_model,
-    quiet_transformers,
+    load_causal_lm,
     resolve_model_path,
 )
 from .registry import register
@@ -120,16 +119,9 @@ class PerplexityFilter(ModelOp, RangeFilter):
             import kenlm
 
             return kenlm.Model(self.model_path)
-        from transformers import AutoTokenizer
-
-        quiet_transformers()
-        tokenizer = AutoTokenizer.from_pretrained(
-            self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
+        model, tokenizer = load_causal_lm(
+            self.model_path, device, self.model_dtype(device), self.trust_remote_code
         )
-        model = load_hf_model(
-            self.model_path, "AutoModelForCausalLM", device, self.model_dtype(device),
-            self.trust_remote_code,
-        )  # fmt: skip
         return tokenizer, model
 
     # -- stats ------------------------------------------------------------

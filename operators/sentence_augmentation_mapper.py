@@ -11,8 +11,7 @@ from .generation import Decoding, generate, has_chat_template, left_padded
 from .models import (
     ModelOp,
     check_dtype,
-    load_hf_model,
-    quiet_transformers,
+    load_causal_lm,
     resolve_model_path,
     stable_seed,
 )
@@ -119,16 +118,9 @@ class SentenceAugmentationMapper(ModelOp, Mapper):
 
     # -- model ------------------------------------------------------------
     def load_model(self, device: str) -> tuple[Any, Any]:
-        from transformers import AutoTokenizer
-
-        quiet_transformers()
-        tokenizer = AutoTokenizer.from_pretrained(
-            self.model_path, local_files_only=True, trust_remote_code=self.trust_remote_code
+        model, tokenizer = load_causal_lm(
+            self.model_path, device, self.model_dtype(device), self.trust_remote_code
         )
-        model = load_hf_model(
-            self.model_path, "AutoModelForCausalLM", device, self.model_dtype(device),
-            self.trust_remote_code,
-        )  # fmt: skip
         return model, left_padded(tokenizer)
 
     def rewrite(self, prompts: list[str]) -> dict[str, str]:
