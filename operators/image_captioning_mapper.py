@@ -19,7 +19,7 @@ from .models import (
     stable_seed,
 )
 from .registry import register
-from .synthesis import captions_text, generated_row
+from .synthesis import add_generated, captions_text, generated_row
 
 
 @register("image_captioning_mapper")
@@ -165,11 +165,7 @@ class ImageCaptioningMapper(ModelOp, Mapper):
                 if not any(paths for _, paths in cs)
                 else self._new_samples(row, ref, cs, q, captions, ctx)
             )
-            if self.keep_original_sample or not new:
-                out_rows.append(row)
-                out_refs.append(ref)
-            out_rows.extend(new)
-            out_refs.extend([ref] * len(new))
+            add_generated(out_rows, out_refs, row, ref, new, self.keep_original_sample)
         return Batch.from_rows(out_rows, out_refs, ctx)
 
     def _prompt(self, row: dict[str, Any]) -> str | None:

@@ -14,7 +14,7 @@ from .image_captioning_mapper import ImageCaptioningMapper
 from .model_files import DIFFUSION
 from .models import ModelOp, check_dtype, quiet_transformers, resolve_model_path, stable_seed
 from .registry import register
-from .synthesis import generated_row, without_tokens
+from .synthesis import add_generated, generated_row, without_tokens
 
 PRODUCED_DIR = "__dj__produced_data__"  # Data-Juicer's folder for generated media
 CAPTION_PROMPT = "A photo of a "  # Data-Juicer's prompt when it captions the images itself
@@ -302,11 +302,7 @@ class ImageDiffusionMapper(ModelOp, Mapper):
                 })  # fmt: skip
                 sample[ctx.image_key] = made
                 new.append(sample)
-            if self.keep_original_sample or not new:
-                out_rows.append(row)
-                out_refs.append(ref)
-            out_rows.extend(new)
-            out_refs.extend([ref] * len(new))
+            add_generated(out_rows, out_refs, row, ref, new, self.keep_original_sample)
         return Batch.from_rows(out_rows, out_refs, ctx)
 
     def _slots(self, prompts: list[str]) -> list[int]:

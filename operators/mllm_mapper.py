@@ -18,7 +18,7 @@ from .models import (
     stable_seed,
 )
 from .registry import register
-from .synthesis import captions_text, generated_row
+from .synthesis import add_generated, captions_text, generated_row
 
 
 @register("mllm_mapper")
@@ -172,11 +172,7 @@ class MllmMapper(ModelOp, Mapper):
                     text = captions_text(chosen, ctx.image_token, ctx.eoc_token)
                     origin = {"generated_by": self.name, "model": self.hf_model, "candidate": k}
                     new.append(generated_row(row, ctx.text_key, text, origin))
-            if self.keep_original_sample or not new:
-                out_rows.append(row)
-                out_refs.append(ref)
-            out_rows.extend(new)
-            out_refs.extend([ref] * len(new))
+            add_generated(out_rows, out_refs, row, ref, new, self.keep_original_sample)
         return Batch.from_rows(out_rows, out_refs, ctx)
 
     def _prompt(self, chunk_text: str) -> str:

@@ -38,6 +38,23 @@ def generated_row(
     return new
 
 
+def add_generated(
+    out_rows: list[dict[str, Any]],
+    out_refs: list[Any],
+    row: dict[str, Any],
+    ref: Any,
+    new: list[dict[str, Any]],
+    keep_original: bool,
+) -> None:
+    """Append a sample's output: itself (when kept, or when nothing was generated from it:
+    a sample never vanishes), then what was generated from it, each under its ref."""
+    if keep_original or not new:
+        out_rows.append(row)
+        out_refs.append(ref)
+    out_rows.extend(new)
+    out_refs.extend([ref] * len(new))
+
+
 def with_origin(row: dict[str, Any], text_key: str, origin: dict[str, Any]) -> dict[str, Any]:
     """`row`'s `__dj__meta__` plus `origin`, keeping the first `source_text` of the chain."""
     meta = dict(row.get(META) or {})
