@@ -7,66 +7,29 @@ from typing import Any, Literal
 
 import imagehash
 import numpy as np
-from PIL import Image
 
 from .base import DedupIndex, Deduplicator, ExactIndex
 from .batch import Batch, special_tokens
 from .document_deduplicator import checked_texts, text_hashes
 from .hamming_index import HammingIndex
+from .image_fingerprint import (
+    DECODE_SIDE,
+    low_frequencies,
+    phash_hex,
+    thumbnail,
+    thumbnail_distance,
+)
 from .registry import register
 
-# Decode side for hashing: hashes resize to 8x8 .. 64x64 anyway. pHash could decode at 32
-# (its input is 32x32; ~20% faster), but measured on 400 planted near-copies, exact pHash
-# matches (t=0) fell from 68% to 40% of 0.5x-2x resizes and from 80% to 46% of PNG copies
-# (a PNG decodes in full, its JPEG original at 1/8): 64 keeps the hashes of before.
+# dHash / wHash / aHash (imagehash, on a PIL image) decode at >= 64 px: they resize to
+# 8x8 .. 64x64 anyway. pHash has its own decode side (image_fingerprint.DECODE_SIDE).
 HASH_SIDE = 64
-THUMB = 8  # verification thumbnail: 8x8 RGB, 192 bytes a kept image
 
 _HASHERS = {
     "dhash": imagehash.dhash,  # 9x8 grey, horizontal gradient signs
     "whash": lambda img: imagehash.whash(img, image_scale=HASH_SIDE),  # fixed scale, see below
     "ahash": imagehash.average_hash,  # 8x8 grey vs its mean
 }
-
-# imagehash.phash's DCT (scipy.fftpack.dct type II, unnormalised, rows then columns),
-# restricted to the 8 lowest frequencies: low = D @ pixels @ D.T for a whole batch at once.
-_K = np.arange(32)
-_DCT8 = 2.0 * np.cos(np.pi * np.arange(8)[:, None] * (2 * _K[None, :] + 1) / 64)
-
-
-def phash_batch(grays: np.ndarray) -> list[str]:
-    """imagehash.phash of each 32x32 grey image in `grays` (n, 32, 32), as 16 hex digits.
-
-    The same bits as imagehash (8x8 lowest DCT frequencies > their median, row-major, first
-    bit most significant), except that coefficients which are floating-point noise
-    (|c| < 1e-6, e.g. every AC term of a flat image) count as 0 instead of as noise."""
-    if not len(grays):
-        return []
-    low = _DCT8 @ grays.astype(np.float64) @ _DCT8.T
-    low[np.abs(low) < 1e-6] = 0.0
-    flat = low.reshape(len(grays), 64)
-    bits = flat > np.median(flat, axis=1, keepdims=True)
-    return [row.tobytes().hex() for row in np.packbits(bits, axis=1)]
-
-
-def thumbnail_distance(a: bytes, b: bytes) -> float:
-    """How different two 8x8 RGB thumbnails look, after evening out brightness and contrast.
-
-    Each thumbnail is normalised to zero mean and unit standard deviation over its 192
-    values (std floored at 8 levels, so flat images are not blown up); the distance is the
-    largest difference of one value (a cell's channel), or the gap between the two means in
-    units of the larger std when that is larger (a black and a white image are not alike).
-    Measured (2026-11-30, 320 flat and 120 photo-like originals, 5 variants each, and the
-    547 pairs within 10 bits of pHash among 2,000 distinct flat images): re-encodes,
-    resizes, PNG copies <= 0.8, colour jitter (+-15% brightness / contrast, +-20%
-    saturation) <= 0.8, crops of up to 4% a side <= 1.4 for 98%; the distinct pairs
-    >= 1.69. Gray thumbnails or a correlation of colour thumbnails did not separate them."""
-    x = np.frombuffer(a, dtype=np.uint8).astype(np.float64)
-    y = np.frombuffer(b, dtype=np.uint8).astype(np.float64)
-    mx, my = x.mean(), y.mean()
-    sx, sy = max(x.std(), 8.0), max(y.std(), 8.0)
-    cells = float(np.abs((x - mx) / sx - (y - my) / sy).max())
-    return max(cells, abs(mx - my) / max(sx, sy))
 
 
 @register("image_deduplicator")
@@ -80,13 +43,15 @@ class ImageDeduplicator(Deduplicator):
     special tokens removed), and, as in Data-Juicer, samples without images are
     then deduplicated by their text alone.
 
-    Data-Juicer hashes with `imagededup` on the full decode; we use imagehash's
-    algorithms on a reduced decode (JPEG draft, >= 64 px a side; pHash's DCT runs
-    for a whole batch at once in numpy, the same bits as imagehash). The hashes are
-    not bit-identical to Data-Juicer's (imagededup's pHash median skips the DC term,
-    its wHash works at 256 px and keeps the LL band; our wHash uses a fixed 64 px
-    scale so the hash does not depend on the decode size), so borderline pairs may
-    be judged differently.
+    Data-Juicer hashes with `imagededup` on the full decode. Our pHash
+    (`image_fingerprint`) takes the same 8x8 lowest DCT frequencies of the luma, but of
+    the image itself rather than of a 32x32 resize of one decode, from a JPEG decoded at
+    >= 32 px a side: twice as fast, and more copies of an image get the very same hash
+    (measured in `image_fingerprint`). dHash, aHash and wHash are imagehash's on a decode
+    of >= 64 px (our wHash uses a fixed 64 px scale so the hash does not depend on the
+    decode size). None is bit-identical to Data-Juicer's (imagededup's pHash median
+    skips the DC term, its wHash works at 256 px and keeps the LL band), so borderline
+    pairs may be judged differently.
 
     `hamming_threshold` (ours): 0 is Data-Juicer's exact matching; t > 0 makes a
     sample a duplicate of an earlier kept sample whose image hashes (same count,
@@ -134,20 +99,16 @@ class ImageDeduplicator(Deduplicator):
 
     def _hash_paths(self, batch: Batch, paths: list[str]) -> dict[str, tuple[str, bytes]]:
         """path -> (hex hash, thumbnail bytes or b"") for each distinct path of the batch."""
-        small = batch.ctx.media.small
-        grays, thumbs, hashes = [], [], []
-        for path in paths:
-            img = small(path, HASH_SIDE)
-            if self.method == "phash":
-                grey = img.convert("L").resize((32, 32), Image.Resampling.LANCZOS)
-                grays.append(np.asarray(grey))
-            else:
-                hashes.append(str(_HASHERS[self.method](img)))
-            if self.verifies:
-                thumbs.append(img.resize((THUMB, THUMB), Image.Resampling.BOX).tobytes())
+        media = batch.ctx.media
+        side = DECODE_SIDE if self.method == "phash" else HASH_SIDE
+        decoded = [media.reduced(path, side) for path in paths]
         if self.method == "phash":
-            hashes = phash_batch(np.stack(grays) if grays else np.zeros((0, 32, 32)))
-        return {p: (h, thumbs[i] if thumbs else b"") for i, (p, h) in enumerate(zip(paths, hashes))}
+            lows = np.stack([low_frequencies(img) for img in decoded]) if decoded else []
+            hashes = phash_hex(np.asarray(lows))
+        else:
+            hashes = [str(_HASHERS[self.method](media.small(path, side))) for path in paths]
+        thumbs = [thumbnail(img) for img in decoded] if self.verifies else [b""] * len(paths)
+        return {p: (h, t) for p, h, t in zip(paths, hashes, thumbs)}
 
     def compute_hash(self, batch: Batch) -> list[Hashable | None]:
         hashed = self._hash_paths(batch, list(dict.fromkeys(p for ps in batch.images for p in ps)))

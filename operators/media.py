@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
+import numpy as np
 import simplejpeg
 from PIL import Image, ImageFile, ImageOps
 
@@ -80,8 +81,6 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     """RGB as a person would see it: EXIF-rotated, alpha over white, 16-bit scaled."""
     img = ImageOps.exif_transpose(img)
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        import numpy as np
-
         arr = np.asarray(img, dtype=np.uint32)
         peak = 65535 if img.mode.startswith("I;16") else max(int(arr.max()), 1)
         img = Image.fromarray((arr * 255 // peak).astype("uint8"), mode="L")
@@ -100,22 +99,70 @@ def draft_scale(width: int, height: int, side: int) -> int:
     return next((a for a in (8, 4, 2) if fits >= a), 1)
 
 
-_EXIF_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}  # as ImageOps.exif_transpose
+@dataclass(frozen=True)
+class Axis:
+    """Where the decoded pixels of one image axis lie on the file's full-resolution axis:
+    pixel i covers [i * scale, min((i + 1) * scale, full)) -- a JPEG decoded at 1/scale
+    ends in a partial pixel unless `full` is a multiple of it -- counted from the far end
+    when `reversed` (an EXIF flip or turn put the partial pixel first)."""
+
+    full: int
+    scale: int = 1
+    reversed: bool = False
+
+    def extents(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """(left, right) edges of the n decoded pixels, in full-resolution pixels."""
+        left = np.arange(n, dtype=np.float64) * self.scale
+        right = np.minimum(left + self.scale, self.full)
+        if self.reversed:
+            left, right = self.full - right[::-1], self.full - left[::-1]
+        return left, right
 
 
-def _reduced_jpeg(path: str, side: int) -> Image.Image | None:
-    """The reduced JPEG decode `decode_rgb` gives through PIL's draft, pixel for pixel (the
-    same libjpeg-turbo scaled IDCT at the same scale), through simplejpeg, which skips PIL's
-    per-file overhead (~0.2 ms of ~0.7). None when the file is not an RGB/grey JPEG or
-    libjpeg-turbo refuses it: PIL then decides (and names the error)."""
+@dataclass(frozen=True)
+class Reduced:
+    """An RGB decode (h, w, 3) uint8, as displayed, and where its pixels lie on the image."""
+
+    pixels: np.ndarray
+    rows: Axis
+    cols: Axis
+
+    @classmethod
+    def whole(cls, pixels: np.ndarray) -> Reduced:
+        """A decode at full resolution: every pixel is one pixel of the image."""
+        return cls(pixels, Axis(pixels.shape[0]), Axis(pixels.shape[1]))
+
+
+# EXIF orientation -> (transpose, flip rows, flip columns), applied in that order; the same
+# pictures as ImageOps.exif_transpose (2 mirror, 3 turn 180, 4 flip, 5 transpose, 6 turn
+# 90 clockwise, 7 transverse, 8 turn 90 counter-clockwise).
+_EXIF_ORIENT = {
+    2: (False, False, True),
+    3: (False, True, True),
+    4: (False, True, False),
+    5: (True, False, False),
+    6: (True, False, True),
+    7: (True, True, True),
+    8: (True, True, False),
+}
+
+
+def _orient(pixels: np.ndarray, rows: Axis, cols: Axis, orientation: object) -> Reduced:
+    transpose, flip_rows, flip_cols = _EXIF_ORIENT.get(orientation, (False, False, False))  # type: ignore[arg-type]
+    if transpose:
+        pixels, rows, cols = pixels.transpose(1, 0, 2), cols, rows
+    if flip_rows:
+        pixels, rows = pixels[::-1], replace(rows, reversed=not rows.reversed)
+    if flip_cols:
+        pixels, cols = pixels[:, ::-1], replace(cols, reversed=not cols.reversed)
+    return Reduced(np.ascontiguousarray(pixels), rows, cols)
+
+
+def _reduced_jpeg(path: str, side: int) -> Reduced | None:
+    """The reduced JPEG decode PIL's draft gives, pixel for pixel (the same libjpeg-turbo
+    scaled IDCT at the same scale), through simplejpeg, which skips PIL's per-file overhead
+    (~0.2 ms of ~0.7). None when the file is not an RGB/grey JPEG or libjpeg-turbo refuses
+    it: PIL then decides (and names the error)."""
     try:
         with open(path, "rb") as fh:
             data = fh.read()
@@ -142,23 +189,16 @@ def _reduced_jpeg(path: str, side: int) -> Image.Image | None:
         return None  # truncated or corrupt: PIL raises the MediaError (or copes as before)
     if arr.shape[:2] != want:
         return None
-    img = Image.fromarray(arr)
     orientation = None
     if b"Exif\x00\x00" in data[:65536]:  # APP1 EXIF comes before the image data
         try:
             orientation = Image.open(io.BytesIO(data)).getexif().get(0x0112)
         except Exception:
             orientation = None
-    method = _EXIF_TRANSPOSE.get(orientation)  # type: ignore[arg-type]
-    return img.transpose(method) if method is not None else img
+    return _orient(arr, Axis(height, a), Axis(width, a), orientation)
 
 
-def decode_rgb(path: str, reduce_to: int | None = None) -> Image.Image:
-    """Decode to RGB; with `reduce_to`, JPEGs decode at the smallest DCT scale >= that side."""
-    if reduce_to:
-        fast = _reduced_jpeg(path, reduce_to)
-        if fast is not None:
-            return fast
+def _decode_with_pil(path: str, reduce_to: int | None) -> Image.Image:
     img = _open(path)
     with img:
         if img.width * img.height > MAX_DECODE_PIXELS:
@@ -175,6 +215,26 @@ def decode_rgb(path: str, reduce_to: int | None = None) -> Image.Image:
             raise
         except Exception as exc:
             raise MediaError(f"undecodable image: {path}: {exc}") from None
+
+
+def decode_rgb(path: str, reduce_to: int | None = None) -> Image.Image:
+    """Decode to RGB; with `reduce_to`, JPEGs decode at the smallest DCT scale >= that side."""
+    if reduce_to:
+        fast = _reduced_jpeg(path, reduce_to)
+        if fast is not None:
+            return Image.fromarray(fast.pixels)
+    return _decode_with_pil(path, reduce_to)
+
+
+def decode_reduced(path: str, side: int) -> Reduced:
+    """`decode_rgb(path, side)` as an array, with where its pixels lie on the image.
+
+    PIL's fallback (CMYK JPEGs, other formats) counts as a whole image: exact for
+    formats decoded in full, a small approximation for a reduced CMYK JPEG."""
+    fast = _reduced_jpeg(path, side)
+    if fast is not None:
+        return fast
+    return Reduced.whole(np.asarray(_decode_with_pil(path, side)))
 
 
 # How a complete file ends (trailing padding aside): a truncated download or copy
@@ -219,7 +279,8 @@ class MediaCache:
         self._sizes: dict[str, int] = dict(known.sizes) if known else {}
         self._headers: dict[str, ImageHeader] = dict(known.headers) if known else {}
         self._rgb: dict[str, Image.Image] = {}
-        self._reduced: dict[tuple[str, int], Image.Image] = {}
+        self._reduced: dict[tuple[str, int], Reduced] = {}
+        self._small: dict[tuple[str, int], Image.Image] = {}
 
     def facts(self) -> MediaFacts:
         return MediaFacts(dict(self._sizes), dict(self._headers))
@@ -249,19 +310,31 @@ class MediaCache:
             self._rgb[path] = decode_rgb(path)
         return self._rgb[path]
 
-    def small(self, path: str, min_side: int) -> Image.Image:
-        """An RGB image at least `min_side` on each side where the file allows (for hashing)."""
+    def reduced(self, path: str, min_side: int) -> Reduced:
+        """The RGB pixels at least `min_side` on each side where the file allows (for
+        hashing), with where they lie on the image."""
         # JPEGs decode at a reduced DCT scale; reusing a full decode here would make
         # hashes depend on what other operators did. Other formats decode in full anyway.
+        key = (path, min_side)
+        if key not in self._reduced:
+            if path in self._rgb and self.header(path).format != "JPEG":
+                self._reduced[key] = Reduced.whole(np.asarray(self._rgb[path]))
+            else:
+                self._reduced[key] = decode_reduced(path, min_side)
+        return self._reduced[key]
+
+    def small(self, path: str, min_side: int) -> Image.Image:
+        """`reduced` as a PIL image."""
         if path in self._rgb and self.header(path).format != "JPEG":
             return self._rgb[path]
         key = (path, min_side)
-        if key not in self._reduced:
-            self._reduced[key] = decode_rgb(path, reduce_to=min_side)
-        return self._reduced[key]
+        if key not in self._small:
+            self._small[key] = Image.fromarray(self.reduced(path, min_side).pixels)
+        return self._small[key]
 
     def clear(self) -> None:
         self._sizes.clear()
         self._headers.clear()
         self._rgb.clear()
         self._reduced.clear()
+        self._small.clear()

@@ -58,3 +58,16 @@ def run_recipe(path: Path, *overrides: str) -> dict[str, Any]:
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     with open(path, encoding="utf-8") as fh:
         return [json.loads(line) for line in fh if line.strip()]
+
+
+def dct_phash(rgb: Any) -> str:
+    """pHash of an RGB array from scipy's DCT of the whole image's luma: what
+    image_deduplicator gives an image decoded in full, computed independently."""
+    import numpy as np
+    from scipy.fft import dctn
+
+    luma = rgb.astype(np.float64) @ [0.299, 0.587, 0.114]
+    low = dctn(luma, type=2)[:8, :8] / (4 * luma.size)  # scipy's scale -> grey levels
+    low[np.abs(low) < 1e-6] = 0.0
+    bits = (low > np.median(low)).reshape(64)
+    return np.packbits(bits).tobytes().hex()

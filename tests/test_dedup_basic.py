@@ -5,10 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 
-import imagehash
 import numpy as np
 import pytest
-from helpers import decide_drops, read_jsonl, run_recipe, write_recipe
+from helpers import dct_phash, decide_drops, read_jsonl, run_recipe, write_recipe
 from PIL import Image
 
 from dj_synth.operators import Batch, SampleRef, get_operator
@@ -161,7 +160,7 @@ def pics(tmp_path):
 def test_image_key_is_tuple_of_phash_hex(pics):
     rows = [{"id": "0", "images": [pics["a"], pics["b"]]}]
     keys, _, _ = dedup("image_deduplicator", rows)
-    expected = tuple(str(imagehash.phash(Image.open(pics[k]).convert("RGB"))) for k in "ab")
+    expected = tuple(dct_phash(np.asarray(Image.open(pics[k]).convert("RGB"))) for k in "ab")
     assert keys == [expected]
     assert all(len(h) == 16 for h in keys[0])
 
@@ -226,7 +225,7 @@ def test_image_dedup_consider_text(pics):
         {"id": "6", "text": "other", "images": []},
     ]
     keys, kept, _ = dedup("image_deduplicator", rows, consider_text=True)
-    hash_a = str(imagehash.phash(Image.open(a).convert("RGB")))
+    hash_a = dct_phash(np.asarray(Image.open(a).convert("RGB")))
     assert keys[0] == ((hash_a,), md5("a red thing"))
     assert keys[4] == ((), md5("no image"))
     assert kept == ["0", "2", "3", "4", "6"]
@@ -264,16 +263,19 @@ def test_image_dedup_hashes_a_small_decode(tmp_path, monkeypatch):
     path = tmp_path / "big.jpg"
     _pattern(7, (1600, 1200)).save(path)
     sizes = []
-    real = media.decode_rgb
+    real = media.decode_reduced
 
-    def spy(p, reduce_to=None):
-        img = real(p, reduce_to)
-        sizes.append(img.size)
+    def spy(p, side):
+        img = real(p, side)
+        sizes.append(img.pixels.shape[:2])
         return img
 
-    monkeypatch.setattr(media, "decode_rgb", spy)
+    monkeypatch.setattr(media, "decode_reduced", spy)
     dedup("image_deduplicator", [{"id": "0", "images": [str(path)]}])
-    assert sizes == [(200, 150)]  # 1/8 DCT scale, not the 1600x1200 full decode
+    assert sizes == [(150, 200)]  # 1/8 DCT scale, not the 1600x1200 full decode
+    sizes.clear()
+    dedup("image_deduplicator", [{"id": "0", "images": [str(path)]}], method="dhash")
+    assert sizes == [(150, 200)]  # imagehash's methods: the same 1/8 scale (>= 64 px)
 
 
 # -- through the executor ----------------------------------------------------------------

@@ -379,5 +379,5 @@ def test_model_ops_decode_jpegs_at_reduced_scale(tiny_models, tmp_path):
                     hf_clip=tiny_models["clip"], min_score=-1, accelerator="cpu")  # fmt: skip
     media = out.ctx.media
     assert not media._rgb  # no full-resolution decode
-    (img,) = media._reduced.values()
+    (img,) = media._small.values()
     assert 448 <= min(img.size) < 1500
