@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from .base import Mapper
 from .batch import Batch, image_chunks
+from .media import content_digest
 from .models import (
     IMG2SEQ,
     ModelOp,
@@ -125,8 +126,10 @@ class ImageCaptioningMapper(ModelOp, Mapper):
         model, processor = self._model
         batch = inputs.to(self.device)
         batch["pixel_values"] = batch["pixel_values"].to(self.model_dtype())
-        # seeded per slice from its content, so runs (and np) do not change captions
-        torch.manual_seed(stable_seed(self.seed, repr(chunk[0]), len(chunk)))
+        # seeded per slice from its content (image bytes, prompt), so runs, np and where the
+        # files lie do not change captions
+        path, prompt = chunk[0]
+        torch.manual_seed(stable_seed(self.seed, repr((content_digest(path), prompt)), len(chunk)))
         kwargs = dict(
             max_new_tokens=self.max_new_tokens, num_beams=self.num_beams,
             do_sample=self.do_sample, num_return_sequences=self.caption_num,

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from .base import Mapper
 from .batch import Batch, image_chunks
 from .image_captioning_mapper import ImageCaptioningMapper
+from .media import content_digest
 from .model_files import DIFFUSION
 from .models import ModelOp, check_dtype, quiet_transformers, resolve_model_path, stable_seed
 from .registry import register
@@ -159,10 +160,11 @@ class ImageDiffusionMapper(ModelOp, Mapper):
     def job_name(self, prompt: str, source: str, index: int, slot: int) -> str:
         """The file name of one generated image: a digest of everything that shapes it.
 
-        `source` is the image redrawn (image2image; '' in text2image), `index` the
+        `source` is the image redrawn (image2image, by its content; '' in text2image), `index` the
         `aug_num` index, `slot` how many images of the sample came before with the same
         caption (text2image: two images of one chunk get two different images).
         """
+        source = content_digest(source) if source else ""  # the image, wherever it lies
         fields = [self.hf_diffusion, self.mode, prompt, source, self.seed, index, slot,
                   self.guidance_scale, self.num_inference_steps]  # fmt: skip
         if self.mode == "image2image":

@@ -10,6 +10,7 @@ quarantine record for the one sample that holds the bad image.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from dataclasses import dataclass, field, replace
@@ -235,6 +236,29 @@ def decode_reduced(path: str, side: int) -> Reduced:
     if fast is not None:
         return fast
     return Reduced.whole(np.asarray(_decode_with_pil(path, side)))
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def content_digest(path: str) -> str:
+    """blake2b of the file's bytes, remembered per (path, size, mtime): what identifies an
+    input image wherever it lies (model-output cache keys, sampling seeds)."""
+    try:
+        st = os.stat(path)
+        memo = (path, st.st_size, st.st_mtime_ns)
+        digest = _DIGESTS.get(memo)
+        if digest is None:
+            with open(path, "rb") as fh:
+                digest = hashlib.file_digest(fh, "blake2b").hexdigest()
+            if len(_DIGESTS) >= 100_000:
+                _DIGESTS.clear()
+            _DIGESTS[memo] = digest
+        return digest
+    except FileNotFoundError:
+        raise MediaError(f"missing image: {path}") from None
+    except OSError as exc:
+        raise MediaError(f"unreadable image: {path}: {exc}") from None
 
 
 # How a complete file ends (trailing padding aside): a truncated download or copy

@@ -7,6 +7,7 @@ from typing import Any
 from .base import Mapper
 from .batch import Batch, image_chunks
 from .generation import Decoding, cut_words, generate, has_chat_template, left_padded
+from .media import content_digest
 from .models import (
     IMG2SEQ,
     ModelOp,
@@ -146,7 +147,9 @@ class MllmMapper(ModelOp, Mapper):
         for key, value in inputs.items():
             if value.is_floating_point():
                 inputs[key] = value.to(dtype)
-        seeds = [stable_seed(self.seed, f"{path}\0{prompt}", k) for path, prompt, k in part]
+        seeds = [  # keyed by the image's content: the same draw wherever the file lies
+            stable_seed(self.seed, f"{content_digest(path)}\0{prompt}", k) for path, prompt, k in part
+        ]
         n = 1 if self.decoding.sampling else self.caption_num
         out = generate(model, inputs, self.decoding, seeds, processor.batch_decode, n)
         return [[cut_words(t, self.max_words) for t in texts] for texts in out]

@@ -25,6 +25,8 @@ from typing import Any
 
 import orjson
 
+from .media import content_digest
+
 # Arguments that decide what to keep, where to read or how to batch: not the model's output
 # (with a filter's `min_*` / `max_*` thresholds; an operator adds its own in `cache_ignore`).
 NOT_OUTPUT_ARGS = frozenset(
@@ -56,7 +58,6 @@ class ModelCache:
             directory, size_limit=int(size_gb * 2**30), eviction_policy="least-recently-used"
         )
         self.hits = self.misses = self.damaged = 0
-        self._file_digests: dict[tuple[str, int, int], str] = {}
 
     # -- keys --------------------------------------------------------------------------
     def fingerprint(self, op: Any, call: str, device: str, dtype: Any) -> str:
@@ -79,18 +80,8 @@ class ModelCache:
         if isinstance(item, (tuple, list)):
             return b"[" + b",".join(self._item_bytes(x) for x in item) + b"]"
         if isinstance(item, str) and os.path.isabs(item) and os.path.isfile(item):
-            return b"file:" + self._file_digest(item).encode()
+            return b"file:" + content_digest(item).encode()
         return orjson.dumps(item, default=str)
-
-    def _file_digest(self, path: str) -> str:
-        st = os.stat(path)
-        memo = (path, st.st_size, st.st_mtime_ns)
-        digest = self._file_digests.get(memo)
-        if digest is None:
-            with open(path, "rb") as fh:
-                digest = hashlib.file_digest(fh, "blake2b").hexdigest()
-            self._file_digests[memo] = digest
-        return digest
 
     # -- values ------------------------------------------------------------------------
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:

@@ -131,6 +131,26 @@ def test_mllm_sampling_is_seeded_per_image(tiny_models, photos):
             assert len(answer.split()) <= 3
 
 
+def test_sampled_outputs_follow_the_image_not_its_folder(tiny_models, photos, tmp_path):
+    """The same images copied elsewhere get the same sampled answers and captions (seeds
+    come from the image's bytes, as the model-output cache keys do); other bytes do not."""
+    moved = []
+    for p in photos:
+        moved.append(str(tmp_path / "elsewhere" / Path(p).name))
+        Path(moved[-1]).parent.mkdir(exist_ok=True)
+        shutil.copyfile(p, moved[-1])
+    mllm = dict(hf_model=tiny_models["llava"], temperature=0.9, max_new_tokens=6, caption_num=2,
+                keep_original_sample=False, accelerator="cpu")  # fmt: skip
+    blip = dict(hf_img2seq=tiny_models["blip2"], do_sample=True, temperature=0.9, caption_num=2,
+                max_new_tokens=6, keep_original_sample=False, accelerator="cpu")  # fmt: skip
+    for name, args in (("mllm_mapper", mllm), ("image_captioning_mapper", blip)):
+        here, _ = run_op(name, _rows(photos), **args)
+        there, _ = run_op(name, _rows(moved), **args)
+        assert _texts(here) == _texts(there), name
+        swapped, _ = run_op(name, _rows(moved[1:] + moved[:1]), **args)  # other image per row
+        assert _texts(swapped) != _texts(here), name
+
+
 def test_mllm_refuses_bad_settings(tiny_models, tmp_path):
     with pytest.raises(ValueError, match="chat template"):
         get_operator("mllm_mapper")(hf_model=tiny_models["blip2"])
