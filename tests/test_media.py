@@ -359,6 +359,18 @@ def test_reduced_jpeg_decode_is_pils_draft_pixel_for_pixel(tmp_path, flavour):
         assert decode_rgb(path, reduce_to=64).size == (100, 160)  # 640x400 at 1/4, turned
 
 
+@pytest.mark.parametrize("orientation", range(2, 9))
+def test_reduced_jpeg_turns_as_pil_does(tmp_path, orientation):
+    """Every EXIF orientation: the same pixels as PIL's draft decode + exif_transpose."""
+    rng = np.random.default_rng(orientation)
+    img = Image.fromarray(rng.integers(0, 256, (41, 67, 3), dtype=np.uint8))
+    path = str(tmp_path / "turned.jpg")
+    img.resize((517, 333), Image.Resampling.BICUBIC).save(path, exif=_exif(orientation))
+    for side in (32, 1000):
+        ours, ref = decode_rgb(path, reduce_to=side), _pil_draft_reference(path, side)
+        assert np.array_equal(np.asarray(ours), np.asarray(ref)), side
+
+
 def test_reduced_decode_falls_back_to_pil(tmp_path):
     """CMYK goes through PIL's conversion; a truncated JPEG still raises PIL's error."""
     cmyk = str(tmp_path / "cmyk.jpg")
