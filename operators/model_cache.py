@@ -211,7 +211,7 @@ def _has_weights(folder: str) -> bool:
     )
 
 
-_IDENTITIES: dict[str, str] = {}
+_IDENTITIES: dict[tuple[str, int, int], str] = {}
 
 
 def init_arguments(cls: type) -> set[str]:
@@ -243,10 +243,12 @@ def code_identity(cls: type) -> str:
         except TypeError:  # builtins
             continue
         if path and os.path.isfile(path):
-            if path not in _IDENTITIES:
+            st = os.stat(path)
+            memo = (path, st.st_size, st.st_mtime_ns)  # an edit in a long-lived process counts
+            if memo not in _IDENTITIES:
                 with open(path, "rb") as fh:
-                    _IDENTITIES[path] = hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
-            h.update(_IDENTITIES[path].encode())
+                    _IDENTITIES[memo] = hashlib.blake2b(fh.read(), digest_size=16).hexdigest()
+            h.update(_IDENTITIES[memo].encode())
     return h.hexdigest()
 
 

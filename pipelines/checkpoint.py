@@ -16,7 +16,11 @@ import shutil
 from collections import Counter
 from typing import Any
 
+import dj_synth.operators as operators_package
+import dj_synth.pipelines as pipelines_package
+from dj_synth.operators import get_operator
 from dj_synth.operators.ledger import OpMetrics
+from dj_synth.operators.model_cache import code_identity
 
 from .export import AtomicWriter
 from .frames import loads, read_survivors, write_survivors
@@ -87,7 +91,8 @@ class Checkpoint:
             plan = json.load(fh)
         if plan.get("fingerprint") != fingerprint:
             raise ResumeError(
-                "the recipe or the input changed since the interrupted run; run with --fresh "
+                "the recipe, its operators' code or the input changed since the interrupted run; "
+                "run with --fresh "
                 f"to start over (this removes {self.root})"
             )
         return [ShardSpec(**d) for d in plan["shards"]], plan["blank_lines"]
@@ -145,5 +150,22 @@ def fingerprint(recipe: Recipe, files: list[str]) -> dict[str, Any]:
     return {
         "version": PLAN_VERSION,
         "recipe": hashlib.sha256(body.encode()).hexdigest(),
+        "code": code_fingerprint(recipe),
         "input": input_fingerprint(files),
     }
+
+
+def code_fingerprint(recipe: Recipe) -> str:
+    """dj-synth's operators and engine, and each operator class the recipe names (custom
+    ones too): shards made before an upgrade or an edit (another hash, another rule) must
+    not be mixed with shards made after it."""
+    h = hashlib.blake2b(digest_size=16)
+    for package in (operators_package, pipelines_package):
+        root = os.path.dirname(os.path.abspath(package.__file__))
+        for name in sorted(os.listdir(root)):
+            if name.endswith(".py"):
+                with open(os.path.join(root, name), "rb") as fh:
+                    h.update(name.encode() + b"\0" + fh.read())
+    for op in recipe.ops:
+        h.update(code_identity(get_operator(op.name)).encode())
+    return h.hexdigest()

@@ -199,6 +199,26 @@ def test_interrupted_checkpoint_run_resumes_and_is_not_silently_discarded(tmp_pa
     assert _files(tmp_path / "out") == _files(reference)
 
 
+def test_resume_refuses_shards_made_by_other_code(tmp_path, data, ops_file):
+    """An operator edited (or dj-synth upgraded) between the interrupt and --resume: the
+    shards already made may hash or filter differently, so they are not mixed in."""
+    marker = tmp_path / "marker"
+    process = [{"interrupt_once_mapper": {"marker": str(marker), "at_line": 40}}]
+    recipe = _recipe(tmp_path, data, ops_file, process, np=1, use_checkpoint=True)
+    code, _ = dj_run(recipe)
+    assert code == 130 and marker.exists()
+    source = ops_file.read_text()
+    try:
+        ops_file.write_text(source + "\n# edited after the interrupt\n")
+        code, out = dj_run(recipe, "--resume")
+        assert code != 0 and "operators' code" in out and "--fresh" in out, out
+    finally:
+        ops_file.write_text(source)
+    code, out = dj_run(recipe, "--resume")  # the same code again: it resumes
+    assert code == 0, out
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["shards_resumed"] > 0
+
+
 def test_fresh_starts_over(tmp_path, data, ops_file):
     marker = tmp_path / "marker"
     process = [{"interrupt_once_mapper": {"marker": str(marker), "at_line": 40}}]
