@@ -103,8 +103,7 @@ class ImageDeduplicator(Deduplicator):
         side = DECODE_SIDE if self.method == "phash" else HASH_SIDE
         decoded = [media.reduced(path, side) for path in paths]
         if self.method == "phash":
-            lows = np.stack([low_frequencies(img) for img in decoded]) if decoded else []
-            hashes = phash_hex(np.asarray(lows))
+            hashes = phash_hex(np.array([low_frequencies(img) for img in decoded]))
         else:
             hashes = [str(_HASHERS[self.method](media.small(path, side))) for path in paths]
         thumbs = [thumbnail(img) for img in decoded] if self.verifies else [b""] * len(paths)
